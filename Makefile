@@ -1,0 +1,40 @@
+# The five developer commands (install, lint, check, test, proto) plus `run`.
+# Each installs into .venv first when needed, so a fresh clone needs nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard protos/tabagent/v1/*.proto)
+
+.PHONY: install lint check test test-all proto proto-check run up bench clean
+
+install:
+	@scripts/install.sh
+
+lint: install
+	$(PY) -m ruff check .
+
+check: lint
+	$(PY) -m mypy tabagent separator_svc transcriber_svc video_svc gateway
+
+test: install
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: install
+	$(PY) -m pytest -q
+
+proto: install
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# The main job on the embedded default: makes an example clip, runs the whole chain on
+# loopback gRPC, writes out/ (result.json, tab.txt, tab.gp5, tab.musicxml, notes.mid, video.mp4).
+run: install
+	$(PY) -m tabagent.examples make examples/example.wav
+	$(VENV)/bin/tabagent run examples/example.wav --out out
+
+up: install
+	$(VENV)/bin/tabagent up
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

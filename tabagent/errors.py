@@ -1,0 +1,132 @@
+"""Tab Agent's exception hierarchy and its one mapping to gRPC status codes.
+
+    TabAgentError                 base of everything raised on purpose
+    ├── InvalidInput              the caller sent something unusable  -> INVALID_ARGUMENT
+    │   ├── UnreadableAudio       not audio, empty, truncated, corrupt
+    │   ├── AudioTooLong          longer than the configured limit
+    │   └── BadConfig             a config field out of range
+    ├── Overloaded                stream/queue limits reached           -> RESOURCE_EXHAUSTED
+    ├── NotReady                  model still loading                   -> UNAVAILABLE
+    ├── UpstreamError             a downstream service failed           -> its own code
+    ├── Cancelled                 the caller went away                  -> CANCELLED
+    └── ModelError                a model failed on valid input          -> INTERNAL
+
+Services raise these; `grpc_code_for` and `abort_for` turn them into statuses in one
+place, and the client SDK (`tabagent.client`) maps statuses back to the same classes.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class TabAgentError(Exception):
+    """Base class; `code` is the gRPC status the error maps to."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(TabAgentError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+
+class UnreadableAudio(InvalidInput):
+    http_status = 415
+
+
+class AudioTooLong(InvalidInput):
+    http_status = 413
+
+
+class BadConfig(InvalidInput):
+    http_status = 422
+
+
+class Overloaded(TabAgentError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
+class NotReady(TabAgentError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class UpstreamError(TabAgentError):
+    """A service further down the chain failed; keeps that service's code."""
+
+    http_status = 502
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.code = code
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            self.http_status = 400
+        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self.http_status = 429
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.http_status = 504
+
+
+class Cancelled(TabAgentError):
+    code = grpc.StatusCode.CANCELLED
+    http_status = 499
+
+
+class DeadlineExceeded(TabAgentError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
+class ModelError(TabAgentError):
+    code = grpc.StatusCode.INTERNAL
+    http_status = 500
+
+
+_BY_CODE: dict[grpc.StatusCode, type[TabAgentError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.UNAVAILABLE: NotReady,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INTERNAL: ModelError,
+}
+
+
+def error_for_status(code: grpc.StatusCode, message: str) -> TabAgentError:
+    """Map a gRPC status back to the exception class that produced it.
+
+    Args:
+        code: the status code received.
+        message: the status details.
+
+    Returns:
+        An instance of the matching TabAgentError subclass.
+    """
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return UpstreamError(message, code)
+    return cls(message)
+
+
+def from_rpc_error(exc: grpc.RpcError, service: str) -> TabAgentError:
+    """Wrap an error from a downstream service so the caller sees where it came from.
+
+    INVALID_ARGUMENT keeps its message as is (it is about the caller's input);
+    anything else names the service.
+    """
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidInput(details)
+    if code == grpc.StatusCode.CANCELLED:
+        return Cancelled(f"{service}: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{service}: deadline exceeded")
+    return UpstreamError(f"{service} failed: {details}", code)
