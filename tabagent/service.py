@@ -24,6 +24,11 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 T = TypeVar("T")
 
+# Clients balance streams over the replicas DNS named when they connected (headless
+# Services); a GOAWAY after this age makes them re-resolve and reach replicas the HPA
+# added. No max_connection_age_grace: streams running on an old connection are never cut.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+
 
 def env_int(name: str, default: int) -> int:
     """Read an integer setting from the environment, failing fast on garbage."""
@@ -79,6 +84,10 @@ class Health:
         self.service_names = list(service_names)
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
         self.ready = False
+        # The aio servicer starts "" as SERVING and set() is async: seed NOT_SERVING for
+        # every name now, before the server starts and before any watcher exists.
+        for name in ["", *self.service_names]:
+            self.servicer._server_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def set_serving(self, serving: bool) -> None:
         """Mark every service (and the overall status) SERVING or NOT_SERVING."""
@@ -116,7 +125,7 @@ def new_server(
 
     server = grpc.aio.server(
         interceptors=[*telemetry.server_interceptors(), *interceptors],
-        options=server_options(max_message_bytes),
+        options=[*server_options(max_message_bytes), ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS)],
     )
     status = Health(server, service_full_names)
     reflection.enable_server_reflection(

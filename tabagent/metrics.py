@@ -1,0 +1,580 @@
+"""Prometheus metrics every Tab Agent process serves: latency, queue depth, model and GPU state.
+
+One `ServiceMetrics` per service holds its children of the shared metric families; the
+families are created once per registry, so several services may share one registry
+(one endpoint, told apart by the `service` label) or each own one (the default: a
+private registry, so in-process tests with several services never collide).
+
+    metrics = ServiceMetrics("separator")
+    metrics.bind_limiter(limiter)                  # queue depth and active streams, live
+    server, health = new_server([...], interceptors=[metrics.interceptor()])
+    http = start_http_server(config.metrics_port, metrics.registry)
+    ...
+    with metrics.stage("segment", audio_seconds=7.8):
+        run_model()
+    http.close()
+
+Families (all labelled `service`): `tabagent_requests_total{method,code}`,
+`tabagent_request_seconds{method}`, `tabagent_stage_seconds{stage}`,
+`tabagent_queue_depth` (the autoscaling signal), `tabagent_active_streams`,
+`tabagent_batch_size`, `tabagent_realtime_factor{stage}`, `tabagent_model_load_seconds`,
+`tabagent_model_info{model,version,device,fallback}`, `tabagent_audio_seconds_total`,
+`tabagent_gpu_memory_bytes{device,kind}` (only while CUDA is in use in this process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+import grpc
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import start_http_server as _prom_start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tabagent.errors import TabAgentError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "tabagent"
+# A song takes from a fraction of a second (a short clip on a GPU) to half an hour (an
+# hour-long recording on CPU); the buckets cover that range roughly logarithmically.
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800)
+# Stages include per-segment model calls of a few milliseconds.
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+# Compute seconds per audio second: below 1 is faster than real time.
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 5, 10)
+# Health checks and reflection would drown the request counters (probes every few seconds).
+DEFAULT_EXCLUDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class LimiterLike(Protocol):
+    """What `bind_limiter` reads: tabagent.service.StreamLimiter has both."""
+
+    queued: int
+    active: int
+
+
+class _Families:
+    """Every metric family, created once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        svc = ["service"]
+        self.requests = Counter(
+            f"{PREFIX}_requests", "RPCs and HTTP requests finished, by method and status code.",
+            [*svc, "method", "code"], registry=registry,
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_request_seconds", "Wall time of one request or stream, start to end.",
+            [*svc, "method"], buckets=REQUEST_BUCKETS, registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            f"{PREFIX}_stage_seconds", "Wall time of one processing stage (a model call, a decode).",
+            [*svc, "stage"], buckets=STAGE_BUCKETS, registry=registry,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth",
+            "Streams waiting for a processing slot; the signal the HPA scales on.",
+            svc, registry=registry,
+        )
+        self.active_streams = Gauge(
+            f"{PREFIX}_active_streams", "Streams holding a processing slot.", svc, registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size", "Items (segments, frames) per batched model call.",
+            svc, buckets=BATCH_BUCKETS, registry=registry,
+        )
+        self.realtime_factor = Histogram(
+            f"{PREFIX}_realtime_factor",
+            "Compute seconds per second of audio, by stage (below 1 is faster than real time).",
+            [*svc, "stage"], buckets=RTF_BUCKETS, registry=registry,
+        )
+        self.model_load_seconds = Gauge(
+            f"{PREFIX}_model_load_seconds", "Seconds the model took to load and warm up.",
+            svc, registry=registry,
+        )
+        self.model = Info(
+            f"{PREFIX}_model", "The model this process serves.", svc, registry=registry,
+        )
+        self.audio_seconds = Counter(
+            f"{PREFIX}_audio_seconds", "Seconds of input audio processed.", svc, registry=registry,
+        )
+        self.gpu = _GpuMemoryCollector()
+        registry.register(self.gpu)
+
+
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
+_FAMILIES_LOCK = threading.Lock()
+
+
+def _families(registry: CollectorRegistry) -> _Families:
+    with _FAMILIES_LOCK:
+        fam = _FAMILIES.get(registry)
+        if fam is None:
+            fam = _FAMILIES[registry] = _Families(registry)
+        return fam
+
+
+class _GpuMemoryCollector(Collector):
+    """CUDA memory of this process, read at scrape time from torch when torch uses CUDA.
+
+    torch is never imported here: the gateway must not load it, and a model service has
+    imported it long before a scrape. A process that has not initialised CUDA reports
+    nothing (asking would create a CUDA context in the scrape thread).
+    """
+
+    def __init__(self) -> None:
+        self.services: set[str] = set()
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            f"{PREFIX}_gpu_memory_bytes",
+            "CUDA memory of this process: allocated and reserved by torch, and the device total.",
+            labels=["service", "device", "kind"],
+        )
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = self._family()
+        for device, kind, value in gpu_memory():
+            for service in sorted(self.services):
+                family.add_metric([service, device, kind], value)
+        return [family]
+
+
+def gpu_memory() -> list[tuple[str, str, float]]:
+    """(device, kind, bytes) for every CUDA device torch has initialised in this process.
+
+    Returns:
+        An empty list without torch, without CUDA, or before CUDA is initialised.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    try:
+        cuda = torch.cuda
+        if not cuda.is_available() or not cuda.is_initialized():
+            return []
+        rows: list[tuple[str, str, float]] = []
+        for index in range(cuda.device_count()):
+            device = f"cuda:{index}"
+            rows.append((device, "allocated", float(cuda.memory_allocated(index))))
+            rows.append((device, "reserved", float(cuda.memory_reserved(index))))
+            rows.append((device, "total", float(cuda.get_device_properties(index).total_memory)))
+        return rows
+    except Exception as exc:  # a broken driver must not break the whole scrape
+        log.debug("could not read CUDA memory: %s", exc)
+        return []
+
+
+def new_registry(process_metrics: bool = True) -> CollectorRegistry:
+    """A fresh registry, with the process, platform and GC collectors by default.
+
+    Args:
+        process_metrics: add `process_*` (CPU, resident memory, fds), `python_info` and
+            `python_gc_*`, as the default prometheus_client registry has them.
+
+    Returns:
+        The registry.
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        registry.register(GC_COLLECTOR)
+    return registry
+
+
+def code_name(code: grpc.StatusCode | int | str | None) -> str:
+    """Normalise a status to the name used in the `code` label ("OK", "INTERNAL", "404").
+
+    Args:
+        code: a grpc.StatusCode, its integer value, or a string (HTTP codes pass as is).
+
+    Returns:
+        The label value; "UNKNOWN" for an integer gRPC does not define.
+    """
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+        return "UNKNOWN"
+    return str(code).upper()
+
+
+def status_for(exc: BaseException | None, context: Any = None) -> str:
+    """The status code name a request ended with, from its exception and context.
+
+    Args:
+        exc: the exception that ended the request, or None when it returned.
+        context: the grpc.aio.ServicerContext, if any: after `context.abort()` (which
+            raises AbortError) or `context.set_code()`, the code lives there.
+
+    Returns:
+        A grpc.StatusCode name, e.g. "OK", "INVALID_ARGUMENT", "CANCELLED".
+    """
+    context_code = _context_code(context)
+    if exc is None:
+        return code_name(context_code)
+    if isinstance(exc, TabAgentError):
+        return exc.code.name
+    if isinstance(exc, grpc.aio.AbortError):
+        return code_name(context_code) if context_code is not None else "UNKNOWN"
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+        return code_name(exc.code())
+    if isinstance(exc, TimeoutError):
+        return "DEADLINE_EXCEEDED"
+    # grpc_stream_errors turns anything unexpected into INTERNAL.
+    return "INTERNAL"
+
+
+def _context_code(context: Any) -> grpc.StatusCode | int | None:
+    getter = getattr(context, "code", None)
+    if not callable(getter):
+        return None
+    try:
+        code = getter()
+    except Exception:
+        return None
+    return code if isinstance(code, grpc.StatusCode | int) else None
+
+
+class StreamTracker:
+    """One request or stream in flight: counted, timed, and coded when it ends.
+
+    Use as `async with` (or plain `with`); call `set_code()` to record a code the
+    exception cannot tell (an HTTP status, say).
+    """
+
+    def __init__(self, metrics: ServiceMetrics, method: str, context: Any = None) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.context = context
+        self.code: str | None = None
+        self.started = 0.0
+
+    def set_code(self, code: grpc.StatusCode | int | str) -> None:
+        """Record the status this request ends with (overrides what the exception says)."""
+        self.code = code_name(code)
+
+    def __enter__(self) -> StreamTracker:
+        self.started = time.perf_counter()
+        self.metrics._add_in_flight(1)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.metrics._add_in_flight(-1)
+        code = self.code or status_for(exc, self.context)
+        self.metrics.observe_request(self.method, code, elapsed)
+
+    async def __aenter__(self) -> StreamTracker:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class _StageTimer:
+    def __init__(self, metrics: ServiceMetrics, stage: str, audio_seconds: float | None) -> None:
+        self.metrics = metrics
+        self.stage = stage
+        self.audio_seconds = audio_seconds
+        self.started = 0.0
+
+    def __enter__(self) -> _StageTimer:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.metrics.observe_stage(
+            self.stage, time.perf_counter() - self.started, self.audio_seconds
+        )
+
+
+class ServiceMetrics:
+    """The metrics of one service in one registry.
+
+    Args:
+        service: the `service` label, e.g. "separator".
+        registry: where the families live; None creates a private registry with the
+            process collectors (`self.registry`), so services in one process never collide.
+    """
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry if registry is not None else new_registry()
+        self._fam = _families(self.registry)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.queue_depth = self._fam.queue_depth.labels(service)
+        self.active_streams = self._fam.active_streams.labels(service)
+        self.model_load_seconds = self._fam.model_load_seconds.labels(service)
+        self.audio_seconds_total = self._fam.audio_seconds.labels(service)
+        self.batch_size = self._fam.batch_size.labels(service)
+        self.queue_depth.set(0)
+        # Until a limiter is bound, requests in flight (track_stream) count as active.
+        self.active_streams.set_function(lambda: self._in_flight)
+        self._fam.gpu.services.add(service)
+
+    # -- live gauges ------------------------------------------------------------------
+
+    def bind(self, queued: Callable[[], float], active: Callable[[], float] | None = None) -> None:
+        """Read queue depth (and active streams) from callables at every scrape.
+
+        Args:
+            queued: returns the streams waiting for a slot now.
+            active: returns the streams holding a slot now; None keeps the in-flight count.
+        """
+        self.queue_depth.set_function(queued)
+        if active is not None:
+            self.active_streams.set_function(active)
+
+    def bind_limiter(self, limiter: LimiterLike) -> None:
+        """Make a StreamLimiter the single source of queue depth and active streams."""
+        self.bind(lambda: limiter.queued, lambda: limiter.active)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def track_stream(self, method: str, context: Any = None) -> StreamTracker:
+        """Count, time and code one request or stream: `async with metrics.track_stream(...)`.
+
+        Args:
+            method: the RPC (or HTTP route) name, e.g. "Separate".
+            context: the grpc.aio.ServicerContext, so aborted streams get their real code.
+
+        Returns:
+            A context manager (sync and async) yielding a StreamTracker.
+        """
+        return StreamTracker(self, method, context)
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        """Record one finished request (what track_stream does on exit)."""
+        self._fam.requests.labels(self.service, method, code).inc()
+        self._fam.request_seconds.labels(self.service, method).observe(seconds)
+
+    def _add_in_flight(self, delta: int) -> None:
+        with self._lock:
+            self._in_flight += delta
+
+    def interceptor(self, exclude: Iterable[str] = DEFAULT_EXCLUDED) -> grpc.aio.ServerInterceptor:
+        """A server interceptor that tracks every RPC but health checks and reflection.
+
+        Args:
+            exclude: method path prefixes not to track.
+
+        Returns:
+            An interceptor for `tabagent.service.new_server(..., interceptors=[...])`.
+        """
+        return MetricsInterceptor(self, tuple(exclude))
+
+    # -- work -------------------------------------------------------------------------
+
+    def stage(self, stage: str, audio_seconds: float | None = None) -> _StageTimer:
+        """Time a block as one stage: `with metrics.stage("segment", audio_seconds=7.8):`.
+
+        Safe in worker threads; also records the real-time factor when audio_seconds > 0.
+        """
+        return _StageTimer(self, stage, audio_seconds)
+
+    def observe_stage(self, stage: str, seconds: float, audio_seconds: float | None = None) -> None:
+        """Record one stage's duration and, given the audio it covered, its real-time factor.
+
+        Args:
+            stage: e.g. "decode", "segment", "transcribe", "render".
+            seconds: compute (wall) seconds the stage took.
+            audio_seconds: seconds of audio the stage processed.
+        """
+        self._fam.stage_seconds.labels(self.service, stage).observe(seconds)
+        if audio_seconds is not None and audio_seconds > 0:
+            self._fam.realtime_factor.labels(self.service, stage).observe(seconds / audio_seconds)
+
+    def observe_batch(self, size: int) -> None:
+        """Record the size of one batched model call."""
+        self.batch_size.observe(size)
+
+    def add_audio(self, seconds: float) -> None:
+        """Count seconds of input audio processed."""
+        if seconds > 0:
+            self.audio_seconds_total.inc(seconds)
+
+    def set_model(
+        self,
+        name: str,
+        version: str,
+        device: str,
+        fallback: bool = False,
+        load_seconds: float | None = None,
+    ) -> None:
+        """Publish what model this process serves, and how long it took to load and warm.
+
+        Args:
+            name: e.g. "htdemucs".
+            version: e.g. "demucs-4.1.0:955717e8".
+            device: e.g. "cuda:0" or "cpu".
+            fallback: True when a fallback (e.g. the DSP separator) serves instead.
+            load_seconds: load plus warm-up time.
+        """
+        self._fam.model.labels(self.service).info(
+            {"model": name, "version": version, "device": device, "fallback": str(bool(fallback)).lower()}
+        )
+        if load_seconds is not None:
+            self.model_load_seconds.set(load_seconds)
+
+    # -- exposition -------------------------------------------------------------------
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in the Prometheus text format: (body, content type), for an HTTP route."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def asgi_app(self) -> Any:
+        """An ASGI app serving this registry (mount it at /metrics in the gateway)."""
+        from prometheus_client import make_asgi_app
+
+        return make_asgi_app(registry=self.registry)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler in `track_stream`, keeping async generators generators.
+
+    Handlers written as coroutines (unary, or streams using context.write) stay
+    coroutines, so the interceptor never changes how grpc drives a handler.
+    """
+
+    def __init__(self, metrics: ServiceMetrics, exclude: tuple[str, ...] = DEFAULT_EXCLUDED) -> None:
+        self.metrics = metrics
+        self.exclude = exclude
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        path = handler_call_details.method
+        if handler is None or path.startswith(self.exclude):
+            return handler
+        method = path.rsplit("/", 1)[-1]
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            inner = getattr(handler, kind)
+            if inner is not None:
+                return handler._replace(**{kind: self._wrap(inner, method)})
+        return handler
+
+    def _wrap(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+        metrics = self.metrics
+        if inspect.isasyncgenfunction(inner):
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                async with metrics.track_stream(method, context):
+                    async for response in inner(request, context):
+                        yield response
+
+            return stream
+
+        async def call(request: Any, context: Any) -> Any:
+            async with metrics.track_stream(method, context):
+                return await inner(request, context)
+
+        return call
+
+
+@dataclass
+class MetricsServer:
+    """A running /metrics HTTP endpoint; `close()` stops it."""
+
+    port: int
+    addr: str
+    _httpd: Any
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        """The scrape URL on loopback."""
+        host = "[::1]" if ":" in self.addr else "127.0.0.1"
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_http_server(
+    port: int, registry: CollectorRegistry | None = None, addr: str = "0.0.0.0"
+) -> MetricsServer:
+    """Serve a registry on http://addr:port/metrics in a daemon thread.
+
+    Args:
+        port: the port; 0 picks a free one (see the returned `.port`).
+        registry: the registry to serve; None serves prometheus_client's default one.
+        addr: the bind address ("0.0.0.0" for every IPv4 interface, "::" for IPv6).
+
+    Returns:
+        The running server.
+    """
+    if registry is None:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    httpd, thread = _prom_start_http_server(port, addr=addr, registry=registry)
+    bound = int(httpd.server_port)
+    log.info("serving metrics on %s:%d/metrics", addr, bound)
+    return MetricsServer(port=bound, addr=addr, _httpd=httpd, _thread=thread)
+
+
+def iter_samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of a family in Prometheus text (for tests and tools).
+
+    Args:
+        text: an exposition, e.g. the body of GET /metrics.
+        name: a sample name, e.g. "tabagent_queue_depth" or "tabagent_requests_total".
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield dict(sample.labels), float(sample.value)
