@@ -1,0 +1,201 @@
+"""Guitar Pro 5 export (tab.gp5) with PyGuitarPro, and the reader that checks it.
+
+One track per part with the part's tuning (string 1 = highest, as Guitar Pro counts),
+string count, capo (frets are relative to it) and MIDI program; the song's tempo; bars
+from the rhythm's grid, each a single voice of beats (see `tabagent.exporters.layout`).
+Techniques become Guitar Pro effects: hammer-on/pull-off and slide on the note they
+leave (as Guitar Pro draws them), bend, vibrato and let ring on the note itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tabagent.errors import BadConfig
+from tabagent.exporters.layout import (
+    PROGRAMS,
+    Parts,
+    choose_subdivision,
+    end_step,
+    layout,
+    legato_source,
+)
+from tabagent.notes import Note
+from tabagent.rhythm import Rhythm
+
+logger = logging.getLogger(__name__)
+
+_QUARTER = 960  # Guitar Pro ticks per quarter note
+_VOICE_CHANNELS = [c for c in range(16) if c != 9]
+
+
+def write_gp5(
+    parts: Parts, rhythm: Rhythm, path: str | Path, title: str = "Tab Agent", subdivision: int | None = None
+) -> None:
+    """Write a Guitar Pro 5 file.
+
+    Args:
+        parts: part name -> (tuning, fingered notes); unfingered notes are skipped.
+        rhythm: tempo, metre and downbeats (the tempo is written as whole BPM).
+        path: the .gp5 file to write.
+        title: the song title.
+        subdivision: grid steps per beat; default sixteenths (32nds for faster notes).
+
+    Raises:
+        tabagent.errors.BadConfig: a part has more than 7 strings (the format's limit).
+    """
+    import guitarpro as gp
+    from guitarpro import models as m
+
+    for name, (tuning, _) in parts.items():
+        if len(tuning.strings) > 7:
+            raise BadConfig(f"Guitar Pro 5 holds at most 7 strings; part {name!r} has {len(tuning.strings)}")
+    subdivision = choose_subdivision(parts, rhythm, subdivision)
+    grid = rhythm.grid(subdivision)
+    bars = grid.bars(end_step(parts, grid))
+    song = m.Song(title=title, tempo=int(round(grid.tempo)))
+    song.tempoName = "Tab Agent"
+    headers = []
+    tick = _QUARTER
+    for bar in bars:
+        num, den = bar.time_signature
+        header = m.MeasureHeader(
+            number=bar.index + 1, start=tick, timeSignature=m.TimeSignature(num, m.Duration(value=den))
+        )
+        headers.append(header)
+        tick += bar.steps * _QUARTER // subdivision
+    song.measureHeaders = headers
+    song.tracks = []
+    for number, (name, (tuning, notes)) in enumerate(parts.items(), start=1):
+        channel = _VOICE_CHANNELS[(2 * (number - 1)) % len(_VOICE_CHANNELS)]
+        track = m.Track(
+            song,
+            number=number,
+            name=name,
+            fretCount=tuning.max_fret,
+            offset=tuning.capo,
+            strings=[
+                m.GuitarString(len(tuning.strings) - i, pitch) for i, pitch in enumerate(tuning.strings)
+            ][::-1],
+            channel=m.MidiChannel(
+                channel=channel,
+                effectChannel=_VOICE_CHANNELS[(channel + 1) % len(_VOICE_CHANNELS)],
+                instrument=PROGRAMS.get(tuning.instrument, 25),
+            ),
+        )
+        fingered = [n for n in notes if n.string >= 0]
+        sources = legato_source(fingered)
+        by_id = {id(n): n for n in fingered}
+        leaving = {id(src): by_id[dst_id] for dst_id, src in sources.items()}
+        n_strings = len(tuning.strings)
+        track.measures = []
+        for header, beats in zip(headers, layout(fingered, grid, bars), strict=True):
+            measure = m.Measure(track, header)
+            voice = measure.voices[0]
+            for beat in beats:
+                duration = m.Duration(value=beat.value.denominator, isDotted=beat.value.dotted)
+                gp_beat = m.Beat(voice, duration=duration)
+                if beat.rest:
+                    gp_beat.status = m.BeatStatus.rest
+                else:
+                    gp_beat.status = m.BeatStatus.normal
+                    for note in sorted(beat.notes, key=lambda n: -n.string):
+                        gp_beat.notes.append(_gp_note(m, gp_beat, note, n_strings, leaving.get(id(note))))
+                voice.beats.append(gp_beat)
+            track.measures.append(measure)
+        song.tracks.append(track)
+    gp.write(song, str(path), version=(5, 1, 0))
+    logger.debug("wrote %s: %d tracks, %d bars", path, len(song.tracks), len(headers))
+
+
+def _gp_note(m, beat, note: Note, n_strings: int, next_note: Note | None):
+    effect = m.NoteEffect()
+    if next_note is not None:
+        if "slide" in next_note.techniques:
+            effect.slides = [m.SlideType.legatoSlideTo]
+        else:
+            effect.hammer = True
+    if "bend" in note.techniques:
+        amount = _bend_semitones(note)
+        effect.bend = m.BendEffect(
+            type=m.BendType.bend,
+            value=amount,
+            points=[m.BendPoint(0, 0), m.BendPoint(6, amount), m.BendPoint(12, amount)],
+        )
+    effect.vibrato = "vibrato" in note.techniques
+    effect.letRing = "let_ring" in note.techniques
+    velocity = int(min(127, max(15, round(note.velocity * 127))))
+    return m.Note(
+        beat,
+        value=int(note.fret),
+        velocity=velocity,
+        string=n_strings - int(note.string),
+        effect=effect,
+        type=m.NoteType.normal,
+    )
+
+
+def _bend_semitones(note: Note) -> int:
+    """The bend's size in semitones (whole, at least one), from the pitch bend curve."""
+    if note.pitch_bend:
+        span = max(note.pitch_bend) - min(note.pitch_bend)
+        return max(1, min(4, int(round(span))))
+    return 2
+
+
+def read_gp5(path: str | Path) -> dict[str, object]:
+    """Read a Guitar Pro file back into Tab Agent terms.
+
+    Args:
+        path: a .gp3/.gp4/.gp5 file.
+
+    Returns:
+        {"title", "tempo", "parts": {name: {"strings": [open MIDI pitches, lowest first],
+        "capo", "program", "notes": [Note]}}} with note times in seconds from the tempo,
+        string 0 = lowest, fret relative to the capo and pitch as sounding.
+    """
+    import guitarpro as gp
+
+    song = gp.parse(str(path))
+    seconds_per_tick = 60.0 / song.tempo / _QUARTER
+    parts: dict[str, object] = {}
+    for track in song.tracks:
+        strings = [s.value for s in sorted(track.strings, key=lambda s: -s.number)]
+        n = len(strings)
+        notes: list[Note] = []
+        pending: dict[int, Any] = {}  # string -> Guitar Pro note whose hammer/slide leads on
+        for measure in track.measures:
+            for voice in measure.voices:
+                for beat in voice.beats:
+                    start = (beat.start - _QUARTER) * seconds_per_tick
+                    end = start + beat.duration.time * seconds_per_tick
+                    for gp_note in beat.notes:
+                        if gp_note.type != gp.NoteType.normal:
+                            continue
+                        string = n - gp_note.string
+                        note = Note(strings[string] + track.offset + gp_note.value, start, end,
+                                    gp_note.velocity / 127.0, string, gp_note.value)
+                        src = pending.pop(string, None)
+                        if src is not None:
+                            if src.effect.slides:
+                                note.add_technique("slide")
+                            else:
+                                note.add_technique("hammer_on" if gp_note.value > src.value else "pull_off")
+                        if gp_note.effect.hammer or gp_note.effect.slides:
+                            pending[string] = gp_note
+                        if gp_note.effect.bend is not None:
+                            note.add_technique("bend")
+                        if gp_note.effect.vibrato:
+                            note.add_technique("vibrato")
+                        if gp_note.effect.letRing:
+                            note.add_technique("let_ring")
+                        notes.append(note)
+        parts[track.name] = {
+            "strings": strings,
+            "capo": track.offset,
+            "program": track.channel.instrument,
+            "notes": notes,
+        }
+    return {"title": song.title, "tempo": song.tempo, "parts": parts}

@@ -1,0 +1,239 @@
+"""MusicXML export (tab.musicxml) with one TAB staff per part, readable by music21 and MuseScore.
+
+Each part has a TAB clef and `staff-details` giving the number of strings, the tuning of
+each (line 1 = lowest string) and the capo; every note carries its sounding pitch and a
+`technical` string (1 = highest, as MusicXML counts) and fret (relative to the capo).
+Hammer-ons, pull-offs and slides are drawn from the note they leave to the note they
+reach; bends, vibrato and let ring sit on the note. Tempo goes in a metronome mark and
+a `sound` element; bars and time signatures follow the rhythm's grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from tabagent.exporters.layout import (
+    PROGRAMS,
+    Parts,
+    choose_subdivision,
+    end_step,
+    layout,
+    legato_source,
+)
+from tabagent.notes import Note
+from tabagent.rhythm import Rhythm
+
+logger = logging.getLogger(__name__)
+
+_STEPS = ("C", "C", "D", "D", "E", "F", "F", "G", "G", "A", "A", "B")
+_ALTER = (0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0)
+_TYPES = {1: "whole", 2: "half", 4: "quarter", 8: "eighth", 16: "16th", 32: "32nd"}
+_DOCTYPE = (
+    '<!DOCTYPE score-partwise PUBLIC "-//Recordare//DTD MusicXML 4.0 Partwise//EN" '
+    '"http://www.musicxml.org/dtds/partwise.dtd">'
+)
+
+
+def _sub(parent: ET.Element, tag: str, text: object | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _pitch(parent: ET.Element, midi: int) -> None:
+    pitch = _sub(parent, "pitch")
+    _sub(pitch, "step", _STEPS[midi % 12])
+    if _ALTER[midi % 12]:
+        _sub(pitch, "alter", _ALTER[midi % 12])
+    _sub(pitch, "octave", midi // 12 - 1)
+
+
+def write_musicxml(
+    parts: Parts, rhythm: Rhythm, path: str | Path, title: str = "Tab Agent", subdivision: int | None = None
+) -> None:
+    """Write a MusicXML 4.0 score with a TAB staff per part.
+
+    Args:
+        parts: part name -> (tuning, fingered notes); unfingered notes are skipped.
+        rhythm: tempo, metre and downbeats.
+        path: the .musicxml file to write.
+        title: the work title.
+        subdivision: grid steps per beat, also the MusicXML divisions; default sixteenths
+            (32nds for faster notes).
+    """
+    subdivision = choose_subdivision(parts, rhythm, subdivision)
+    grid = rhythm.grid(subdivision)
+    bars = grid.bars(end_step(parts, grid))
+    root = ET.Element("score-partwise", version="4.0")
+    work = _sub(root, "work")
+    _sub(work, "work-title", title)
+    ident = _sub(root, "identification")
+    encoding = _sub(ident, "encoding")
+    _sub(encoding, "software", "Tab Agent")
+    part_list = _sub(root, "part-list")
+    for i, (name, (tuning, _)) in enumerate(parts.items(), start=1):
+        score_part = _sub(part_list, "score-part", id=f"P{i}")
+        _sub(score_part, "part-name", name)
+        instrument = _sub(score_part, "score-instrument", id=f"P{i}-I1")
+        _sub(instrument, "instrument-name", "Electric Bass" if tuning.instrument == "bass" else "Guitar")
+        midi = _sub(score_part, "midi-instrument", id=f"P{i}-I1")
+        channel = i if i < 10 else i + 1
+        _sub(midi, "midi-channel", min(channel, 16))
+        _sub(midi, "midi-program", PROGRAMS.get(tuning.instrument, 25) + 1)
+    for i, (tuning, notes) in enumerate(parts.values(), start=1):
+        part = _sub(root, "part", id=f"P{i}")
+        fingered = [n for n in notes if n.string >= 0]
+        sources = legato_source(fingered)
+        by_id = {id(n): n for n in fingered}
+        leaving = {id(src): by_id[dst] for dst, src in sources.items()}
+        n_strings = len(tuning.strings)
+        previous_sig: tuple[int, int] | None = None
+        for bar, beats in zip(bars, layout(fingered, grid, bars), strict=True):
+            measure = _sub(part, "measure", number=str(bar.index + 1))
+            if bar.index == 0 and bar.steps < grid.bar_steps:
+                measure.set("implicit", "yes")
+            attributes = None
+            if bar.index == 0 or bar.time_signature != previous_sig:
+                attributes = _sub(measure, "attributes")
+                if bar.index == 0:
+                    _sub(attributes, "divisions", subdivision)
+                    key = _sub(attributes, "key")
+                    _sub(key, "fifths", 0)
+                time = _sub(attributes, "time")
+                _sub(time, "beats", bar.time_signature[0])
+                _sub(time, "beat-type", bar.time_signature[1])
+                previous_sig = bar.time_signature
+            if bar.index == 0 and attributes is not None:
+                clef = _sub(attributes, "clef")
+                _sub(clef, "sign", "TAB")
+                _sub(clef, "line", 5)
+                details = _sub(attributes, "staff-details")
+                _sub(details, "staff-lines", n_strings)
+                for line, open_pitch in enumerate(tuning.strings, start=1):
+                    tuning_el = _sub(details, "staff-tuning", line=str(line))
+                    _sub(tuning_el, "tuning-step", _STEPS[open_pitch % 12])
+                    if _ALTER[open_pitch % 12]:
+                        _sub(tuning_el, "tuning-alter", _ALTER[open_pitch % 12])
+                    _sub(tuning_el, "tuning-octave", open_pitch // 12 - 1)
+                if tuning.capo:
+                    _sub(details, "capo", tuning.capo)
+                direction = _sub(measure, "direction", placement="above")
+                dtype = _sub(direction, "direction-type")
+                metronome = _sub(dtype, "metronome")
+                _sub(metronome, "beat-unit", "quarter")
+                _sub(metronome, "per-minute", f"{grid.tempo:g}")
+                _sub(direction, "sound", tempo=f"{grid.tempo:g}")
+            for beat in beats:
+                chord: list[Note | None] = [*sorted(beat.notes, key=lambda n: n.pitch)] or [None]
+                for k, note in enumerate(chord):
+                    el = _sub(measure, "note")
+                    if k:
+                        _sub(el, "chord")
+                    if note is None:
+                        _sub(el, "rest")
+                    else:
+                        _pitch(el, note.pitch)
+                    _sub(el, "duration", beat.value.steps)
+                    _sub(el, "voice", 1)
+                    _sub(el, "type", _TYPES[beat.value.denominator])
+                    if beat.value.dotted:
+                        _sub(el, "dot")
+                    if note is not None:
+                        _notations(el, note, n_strings, sources.get(id(note)), leaving.get(id(note)))
+    body = ET.tostring(root, encoding="unicode")
+    Path(path).write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n{_DOCTYPE}\n{body}\n', encoding="utf-8")
+    logger.debug("wrote %s: %d parts, %d bars", path, len(parts), len(bars))
+
+
+def _notations(el: ET.Element, note: Note, n_strings: int, source: Note | None, target: Note | None) -> None:
+    notations = _sub(el, "notations")
+    technical = _sub(notations, "technical")
+    _sub(technical, "string", n_strings - note.string)
+    _sub(technical, "fret", note.fret)
+    # Arcs: "stop" on the note reached, "start" on the note left.
+    if source is not None and "slide" not in note.techniques:
+        tag = "hammer-on" if note.pitch > source.pitch else "pull-off"
+        _sub(technical, tag, type="stop", number="1")
+    if target is not None and "slide" not in target.techniques:
+        tag = "hammer-on" if target.pitch > note.pitch else "pull-off"
+        _sub(technical, tag, "H" if tag == "hammer-on" else "P", type="start", number="1")
+    if "bend" in note.techniques:
+        bend = _sub(technical, "bend")
+        span = max(note.pitch_bend) - min(note.pitch_bend) if note.pitch_bend else 2.0
+        _sub(bend, "bend-alter", f"{max(1.0, min(4.0, round(span))):g}")
+    if "let_ring" in note.techniques:
+        _sub(technical, "other-technical", "let ring")
+    if source is not None and "slide" in note.techniques:
+        _sub(notations, "slide", type="stop", number="1")
+    if target is not None and "slide" in target.techniques:
+        _sub(notations, "slide", type="start", number="1", **{"line-type": "solid"})
+    if "vibrato" in note.techniques:
+        ornaments = _sub(notations, "ornaments")
+        _sub(ornaments, "wavy-line", type="start")
+        _sub(ornaments, "wavy-line", type="stop")
+
+
+def read_musicxml(path: str | Path) -> dict[str, object]:
+    """Read a MusicXML score back with music21.
+
+    Args:
+        path: a .musicxml file.
+
+    Returns:
+        {"tempo", "parts": {name: {"strings": [open MIDI pitches, lowest first] (from
+        staff-tuning), "capo", "notes": [Note]}}}, note times in seconds from the tempo,
+        string 0 = lowest, fret relative to the capo.
+    """
+    import music21
+
+    score: Any = music21.converter.parse(str(path), format="musicxml")
+    marks = score.flatten().getElementsByClass(music21.tempo.MetronomeMark)
+    tempo = float(marks[0].number) if len(marks) else 120.0
+    tunings = _staff_tunings(path)
+    parts: dict[str, object] = {}
+    for index, part in enumerate(score.parts):
+        strings, capo = tunings[index] if index < len(tunings) else ([], 0)
+        n = len(strings)
+        notes: list[Note] = []
+        for element in part.flatten().notes:
+            chord_notes = element.notes if element.isChord else [element]
+            start = float(element.offset) * 60.0 / tempo
+            end = start + float(element.quarterLength) * 60.0 / tempo
+            # music21 keeps a chord's technical marks on the chord, in note order.
+            chord_strings = [a for a in element.articulations if type(a) is music21.articulations.StringIndication]
+            chord_frets = [a for a in element.articulations if type(a) is music21.articulations.FretIndication]
+            for k, sub in enumerate(chord_notes):
+                own = list(sub.articulations)
+                s_marks = [a for a in own if type(a) is music21.articulations.StringIndication]
+                f_marks = [a for a in own if type(a) is music21.articulations.FretIndication]
+                if not s_marks and k < len(chord_strings):
+                    s_marks = [chord_strings[k]]
+                if not f_marks and k < len(chord_frets):
+                    f_marks = [chord_frets[k]]
+                string = n - int(s_marks[0].number) if s_marks else -1
+                fret = int(f_marks[0].number) if f_marks else -1
+                notes.append(Note(int(sub.pitch.midi), start, end, string=string, fret=fret))
+        parts[part.partName or f"P{index + 1}"] = {"strings": strings, "capo": capo, "notes": notes}
+    return {"tempo": tempo, "parts": parts}
+
+
+def _staff_tunings(path: str | Path) -> list[tuple[list[int], int]]:
+    """(open pitches lowest first, capo) per part, from staff-details."""
+    steps = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+    out: list[tuple[list[int], int]] = []
+    for part in ET.parse(str(path)).getroot().iter("part"):
+        details = part.find("./measure/attributes/staff-details")
+        if details is None:
+            out.append(([], 0))
+            continue
+        strings = []
+        for tuning in sorted(details.findall("staff-tuning"), key=lambda t: int(t.get("line", "0"))):
+            alter = int(float(tuning.findtext("tuning-alter", "0")))
+            octave = int(tuning.findtext("tuning-octave", "0"))
+            strings.append(12 * (octave + 1) + steps[tuning.findtext("tuning-step", "C")] + alter)
+        out.append((strings, int(details.findtext("capo", "0"))))
+    return out

@@ -1,0 +1,265 @@
+"""The fingering engine: playable, collision-free, complete, streaming like the whole piece."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pretty_midi
+import pytest
+
+from tabagent import tuning as tunings
+from tabagent.errors import BadConfig
+from tabagent.fingering import FingeringResult, StreamingFingerer, assign, finger_json, lowest_fret
+from tabagent.fingering_cli import run
+from tabagent.notes import Note
+from tabagent.pieces import PIECES, by_name
+
+GUITAR = tunings.standard("guitar")
+
+
+def _bare(notes: list[Note]) -> list[Note]:
+    out = [copy.copy(n) for n in notes]
+    for n in out:
+        n.string = n.fret = -1
+        n.technique = ""
+    return out
+
+
+def collisions(notes: list[Note]) -> int:
+    """Pairs of notes sounding at once on one string."""
+    count = 0
+    by_string: dict[int, list[Note]] = {}
+    for n in notes:
+        by_string.setdefault(n.string, []).append(n)
+    for group in by_string.values():
+        group.sort(key=lambda n: n.start)
+        for a, b in zip(group, group[1:], strict=False):
+            if b.start < a.end - 1e-9:
+                count += 1
+    return count
+
+
+def _playable(notes: list[Note], tuning: tunings.Tuning) -> None:
+    for n in notes:
+        assert 0 <= n.string < len(tuning.strings)
+        assert 0 <= n.fret <= tuning.frets
+        assert tuning.sounding[n.string] + n.fret == n.pitch
+
+
+@pytest.mark.parametrize("piece", PIECES, ids=lambda p: p.name)
+def test_every_piece_is_placed_playably_without_collisions(piece) -> None:
+    tuning = piece.tuning_obj()
+    notes = _bare(piece.notes())
+    result = assign(notes, tuning)
+    assert len(result.notes) == len(notes) and not result.out_of_range
+    _playable(result.notes, tuning)
+    assert collisions(result.notes) == 0
+    # Each chord's fretted notes fit one hand.
+    chords: dict[float, list[Note]] = {}
+    for n in result.notes:
+        chords.setdefault(n.start, []).append(n)
+    for chord in chords.values():
+        fretted = [n.fret for n in chord if n.fret > 0]
+        assert not fretted or max(fretted) - min(fretted) <= 5
+
+
+def test_out_of_range_is_reported_not_dropped() -> None:
+    notes = [Note(30, 0.0, 0.5), Note(40, 0.0, 0.5), Note(100, 0.5, 1.0), Note(64, 0.5, 1.0)]
+    result = assign(notes, GUITAR)
+    assert [n.pitch for n in result.out_of_range] == [30, 100]
+    assert all(n.string == -1 and n.fret == -1 for n in result.out_of_range)
+    assert sorted(n.pitch for n in result.notes) == [40, 64]
+
+
+def test_more_notes_than_strings_never_double_up() -> None:
+    chord = [Note(p, 0.0, 1.0, velocity=0.5 if p == 52 else 0.8) for p in (40, 45, 50, 52, 55, 59, 64)]
+    result = assign(chord, GUITAR)
+    assert len(result.notes) == 6 and [n.pitch for n in result.out_of_range] == [52]
+    assert len({n.string for n in result.notes}) == 6
+
+
+def test_sustained_note_keeps_its_string() -> None:
+    # A low A rings for two seconds while a melody moves around it.
+    drone = Note(45, 0.0, 2.0)
+    melody = [Note(p, 0.25 * k + 0.25, 0.25 * k + 0.5) for k, p in enumerate((47, 48, 50, 52, 53, 55))]
+    result = assign([drone, *melody], GUITAR)
+    assert drone.end == 2.0
+    assert all(n.string != drone.string for n in melody)
+    assert collisions(result.notes) == 0
+
+
+def test_overlaps_that_cannot_be_avoided_are_cut() -> None:
+    # Two sustained low notes only the low E string can play: the first is cut.
+    a, b = Note(40, 0.0, 2.0), Note(41, 1.0, 3.0)
+    result = assign([a, b], GUITAR)
+    assert a.string == b.string == 0 and a.end == 1.0
+    assert collisions(result.notes) == 0
+
+
+def test_capo_and_max_fret() -> None:
+    capo = tunings.named("guitar", "standard", capo=2)
+    notes = [Note(41, 0.0, 0.5), Note(42, 0.5, 1.0), Note(54, 1.0, 1.5)]
+    result = assign(notes, capo)
+    assert [n.pitch for n in result.out_of_range] == [41]
+    assert (notes[1].string, notes[1].fret) == (0, 0)
+    assert all(capo.sounding[n.string] + n.fret == n.pitch for n in result.notes)
+    short = tunings.named("guitar", "standard", max_fret=12)
+    result = assign([Note(88, 0.0, 0.5), Note(76, 0.5, 1.0)], short)
+    assert [n.pitch for n in result.out_of_range] == [88] and result.notes[0].fret == 12
+
+
+@pytest.mark.parametrize(
+    ("instrument", "name"),
+    [("guitar", "drop_d"), ("guitar", "dadgad"), ("guitar", "open_g"), ("guitar", "seven_standard"),
+     ("bass", "standard"), ("bass", "five_standard"), ("bass", "six_standard")],
+)
+def test_any_tuning_plays_its_whole_range(instrument: str, name: str) -> None:
+    tuning = tunings.named(instrument, name)
+    pitches = list(range(tuning.lowest, tuning.highest + 1))
+    notes = [Note(p, 0.2 * i, 0.2 * i + 0.15) for i, p in enumerate(pitches)]
+    result = assign(notes, tuning)
+    assert not result.out_of_range
+    _playable(result.notes, tuning)
+
+
+def test_lowest_fret_baseline() -> None:
+    notes = [Note(45, 0.0, 0.5), Note(64, 0.5, 1.0), Note(20, 1.0, 1.5)]
+    result = lowest_fret(notes, GUITAR)
+    assert [(n.string, n.fret) for n in result.notes] == [(1, 0), (5, 0)]
+    assert len(result.out_of_range) == 1
+
+
+def _stream(notes: list[Note], tuning: tunings.Tuning, step: float, **kwargs) -> tuple[FingeringResult, list[int]]:
+    fingerer = StreamingFingerer(tuning, **kwargs)
+    out = FingeringResult()
+    released = []
+    notes = sorted(notes, key=lambda n: n.start)
+    t, i = 0.0, 0
+    end = max(n.end for n in notes)
+    while t <= end:
+        t += step
+        batch = []
+        while i < len(notes) and notes[i].start < t:
+            batch.append(notes[i])
+            i += 1
+        got = fingerer.push(batch, t)
+        for n in got.notes:
+            # A released note is final: nothing later may start before it ends on its string.
+            assert n.string >= 0
+        released.append(len(got.notes))
+        out.extend(got)
+    out.extend(fingerer.flush())
+    return out, released
+
+
+def _concatenated(instrument: str) -> tuple[list[Note], tunings.Tuning]:
+    notes: list[Note] = []
+    offset = 0.0
+    for piece in PIECES:
+        if piece.instrument != instrument or piece.tuning != "standard" or piece.capo:
+            continue
+        for n in _bare(piece.notes()):
+            n.start += offset
+            n.end += offset
+            notes.append(n)
+        offset = max(n.end for n in notes) + 0.4
+    return notes, tunings.standard(instrument)
+
+
+@pytest.mark.parametrize("instrument", ["guitar", "bass"])
+def test_streaming_matches_the_whole_piece(instrument: str) -> None:
+    notes, tuning = _concatenated(instrument)
+    whole = assign(copy.deepcopy(notes), tuning)
+    streamed, released = _stream(copy.deepcopy(notes), tuning, step=1.5)
+    assert len(streamed.notes) == len(whole.notes) and not streamed.out_of_range
+    assert collisions(streamed.notes) == 0
+    key = {(n.start, n.pitch): (n.string, n.fret) for n in whole.notes}
+    agree = sum(key[(n.start, n.pitch)] == (n.string, n.fret) for n in streamed.notes)
+    assert agree / len(notes) >= 0.98
+    # Notes come out while the stream runs, not only at the end.
+    assert sum(released[: len(released) // 2]) > 0
+
+
+def test_streaming_reports_out_of_range_at_once_and_short_lag_still_works() -> None:
+    notes = [Note(20, 0.0, 0.5), *[Note(52 + (k % 5), 0.3 * k, 0.3 * k + 0.25) for k in range(40)]]
+    fingerer = StreamingFingerer(GUITAR, lag_seconds=1.0, lag_events=2)
+    first = fingerer.push(notes[:5], 1.2)
+    assert [n.pitch for n in first.out_of_range] == [20]
+    rest = fingerer.push(notes[5:], 100.0)
+    final = fingerer.flush()
+    assert len(first.notes) + len(rest.notes) + len(final.notes) == 40
+    assert fingerer.flush().notes == []
+
+
+def test_finger_json_keeps_order_fields_and_reports() -> None:
+    data = {
+        "tuning": [40, 45, 50, 55, 59, 64],
+        "title": "kept",
+        "notes": [
+            {"pitch": 64, "start": 1.0, "end": 1.5, "id": "a"},
+            {"pitch": 12, "start": 0.5, "end": 1.0, "id": "b"},
+            {"pitch": 40, "start": 0.0, "end": 0.5, "id": "c"},
+        ],
+    }
+    out = finger_json(data)
+    assert out["title"] == "kept" and out["tuning"] == data["tuning"] and out["capo"] == 0
+    assert [n["id"] for n in out["notes"]] == ["a", "b", "c"]
+    assert (out["notes"][0]["string"], out["notes"][0]["fret"]) == (5, 0)
+    assert (out["notes"][1]["string"], out["notes"][1]["fret"]) == (-1, -1)
+    assert out["out_of_range"] == [{"pitch": 12, "start": 0.5, "end": 1.0, "id": "b", "index": 1}]
+    assert "string" not in data["notes"][0]  # input untouched
+    capo = finger_json({"notes": [{"pitch": 45, "start": 0, "end": 1}]}, tuning="drop_d", capo=2)
+    assert capo["tuning"] == [38, 45, 50, 55, 59, 64] and capo["notes"][0]["fret"] in (0, 5)
+    bass = finger_json({"instrument": "bass", "notes": [{"pitch": 28, "start": 0, "end": 1}]})
+    assert bass["tuning"] == [28, 33, 38, 43] and bass["notes"][0]["string"] == 0
+    inferred = finger_json({"tuning": [23, 28, 33, 38, 43], "notes": [{"pitch": 23, "start": 0, "end": 1}]})
+    assert inferred["instrument"] == "bass" and inferred["notes"][0]["string"] == 0
+    assert finger_json({"tuning": [35, 40, 45, 50, 55, 59, 64], "notes": []})["instrument"] == "guitar"
+    with pytest.raises(BadConfig):
+        finger_json({"notes": [{"pitch": "x", "start": 0}]})
+    with pytest.raises(BadConfig):
+        finger_json({"notes": "nope"})
+
+
+def _args(**kw) -> Namespace:
+    base = {"tuning": None, "capo": None, "instrument": None, "max_fret": None, "midi": None, "indent": None}
+    return Namespace(**{**base, **kw})
+
+
+def test_cli_json_and_midi(tmp_path: Path) -> None:
+    piece = by_name("g_minor_riff")
+    data = {"notes": [{"pitch": n.pitch, "start": n.start, "end": n.end} for n in piece.notes()]}
+    out = io.StringIO()
+    assert run(_args(tuning="40,45,50,55,59,64"), io.StringIO(json.dumps(data)), out) == 0
+    result = json.loads(out.getvalue())
+    assert len(result["notes"]) == len(data["notes"]) and result["out_of_range"] == []
+    assert all(n["string"] >= 0 for n in result["notes"])
+    midi = pretty_midi.PrettyMIDI()
+    bass = pretty_midi.Instrument(program=33)
+    bass.notes = [pretty_midi.Note(100, p, 0.5 * i, 0.5 * i + 0.4) for i, p in enumerate((28, 33, 38, 20))]
+    midi.instruments.append(bass)
+    path = tmp_path / "bass.mid"
+    midi.write(str(path))
+    out = io.StringIO()
+    assert run(_args(instrument="bass", midi=path), io.StringIO(""), out) == 0
+    result = json.loads(out.getvalue())
+    assert [n["string"] for n in result["notes"]] == [0, 1, 2, -1] and len(result["out_of_range"]) == 1
+    assert run(_args(), io.StringIO("not json"), io.StringIO()) == 2
+    assert run(_args(tuning="banjo"), io.StringIO('{"notes": []}'), io.StringIO()) == 2
+
+
+def test_cli_as_a_process() -> None:
+    data = json.dumps({"notes": [{"pitch": 43, "start": 0, "end": 1}, {"pitch": 50, "start": 0, "end": 1}]})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tabagent.fingering_cli", "--tuning", "E2,A2,D3,G3,B3,E4", "--capo", "3"],
+        input=data, capture_output=True, text=True, timeout=60, check=True,
+    )
+    result = json.loads(proc.stdout)
+    assert result["capo"] == 3
+    assert [(n["string"], n["fret"]) for n in result["notes"]] == [(0, 0), (1, 2)]
