@@ -1,0 +1,139 @@
+"""Writes a song's artifacts (result.json, tabs, MIDI, GP5, MusicXML, stems) from its result."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from gateway.spec import SongResult
+from tabagent import exporters
+from tabagent import result as result_doc
+from tabagent.notes import Note
+from tabagent.tuning import Tuning
+from tabagent.v1 import gateway_pb2
+
+log = logging.getLogger(__name__)
+
+PIECE_BYTES = 1024 * 1024
+
+CONTENT_TYPES = {
+    "result.json": "application/json",
+    "tab.txt": "text/plain; charset=utf-8",
+    "notes.mid": "audio/midi",
+    "tab.gp5": "application/x-guitar-pro",
+    "tab.musicxml": "application/vnd.recordare.musicxml+xml",
+    "video.mp4": "video/mp4",
+}
+TAB_ARTIFACTS = ("result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml")
+
+
+def content_type(name: str) -> str:
+    if name.startswith("stem-") and name.endswith(".flac"):
+        return "audio/flac"
+    return CONTENT_TYPES.get(name, "application/octet-stream")
+
+
+class StemWriter:
+    """Encodes one stem to FLAC as its chunks arrive."""
+
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        self.container = av.open(str(path), "w", format="flac")
+        self.stream = self.container.add_stream("flac", rate=sample_rate, layout="stereo")
+        self.sample_rate = sample_rate
+        self.pts = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        frames = samples if samples.shape[1] == 2 else np.repeat(samples, 2, axis=1)
+        pcm16 = (np.clip(frames, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm16, format="s16", layout="stereo")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self.pts
+        self.pts += frames.shape[0]
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+        self.container = None
+
+
+def parts_of(result: SongResult) -> dict[str, tuple[Tuning, list[Note]]]:
+    return {name: (p.tuning, sorted(p.notes, key=lambda n: (n.start, n.pitch))) for name, p in result.parts.items()}
+
+
+def result_json(result: SongResult) -> dict[str, Any]:
+    """The result.json document of a finished song."""
+    rhythm = result.rhythm
+    parts = {
+        name: result_doc.part_dict(p.spec.instrument, p.tuning, p.notes, p.out_of_range)
+        for name, p in result.parts.items()
+    }
+    return result_doc.build(
+        job_id=result.song_id,
+        duration=result.seconds,
+        tempo=rhythm.tempo,
+        beats=list(rhythm.beats),
+        downbeats=list(rhythm.downbeats),
+        time_signature=tuple(rhythm.time_signature),
+        parts=parts,
+        models=result.models,
+        source=result.source,
+        warnings=result.warnings,
+        timings=result.timings,
+    )
+
+
+def write_all(result: SongResult, outdir: Path, names: list[str] | None = None) -> list[Path]:
+    """Write the requested artifacts (all by default) into `outdir`.
+
+    Returns:
+        The paths written, in a stable order (stems and video included when present).
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = set(names or TAB_ARTIFACTS)
+    parts = parts_of(result)
+    title = result.spec.title or "Tab Agent transcription"
+    written: list[Path] = []
+    writers = {
+        "result.json": lambda p: p.write_text(result_doc.dumps(result_json(result)), encoding="utf-8"),
+        "tab.txt": lambda p: exporters.write_ascii_tab(parts, result.rhythm, p, title=title),
+        "notes.mid": lambda p: exporters.write_midi(parts, result.rhythm, p),
+        "tab.gp5": lambda p: exporters.write_gp5(parts, result.rhythm, p, title=title),
+        "tab.musicxml": lambda p: exporters.write_musicxml(parts, result.rhythm, p, title=title),
+    }
+    for name in TAB_ARTIFACTS:
+        if name in wanted:
+            path = outdir / name
+            writers[name](path)
+            written.append(path)
+    if result.video_path is not None and (not names or "video.mp4" in wanted):
+        written.append(result.video_path)
+    for stem, path in sorted(result.stem_paths.items()):
+        if not names or path.name in wanted:
+            written.append(path)
+    return written
+
+
+def pieces(path: Path, name: str | None = None) -> Iterator[gateway_pb2.Artifact]:
+    """An artifact file as messages of at most 1 MiB each."""
+    name = name or path.name
+    ctype = content_type(name)
+    size = path.stat().st_size
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(PIECE_BYTES)
+            last = offset + len(data) >= size
+            yield gateway_pb2.Artifact(name=name, content_type=ctype, data=data, offset=offset, last=last)
+            offset += len(data)
+            if last:
+                return

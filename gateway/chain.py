@@ -1,0 +1,333 @@
+"""One song through the chain: decode -> separator -> transcriber per part (+ video), streaming.
+
+Every stage runs concurrently and talks through bounded queues, so the separator works on
+segment k+1 while the transcribers turn segment k into notes and the renderer draws it;
+a slow stage slows its producers (gRPC flow control) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from gateway.spec import PartResult, SongResult, SongSpec
+from tabagent import audio as pcm
+from tabagent import telemetry
+from tabagent.errors import Cancelled, from_rpc_error
+from tabagent.notes import Note
+from tabagent.rhythm import BeatTracker
+from tabagent.v1 import (
+    audio_pb2,
+    gateway_pb2,
+    separator_pb2,
+    separator_pb2_grpc,
+    transcriber_pb2,
+    transcriber_pb2_grpc,
+    video_pb2,
+    video_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+tracer = telemetry.tracer(__name__)
+
+SAMPLE_RATE = 44_100
+QUEUE_CHUNKS = 16  # ~16 s of audio buffered between two stages at most
+_END = object()
+
+
+@dataclass
+class Stubs:
+    """The downstream services (one channel each, balanced over replicas)."""
+
+    separator: separator_pb2_grpc.SeparatorStub
+    transcriber: transcriber_pb2_grpc.TranscriberStub
+    video: video_pb2_grpc.VideoRendererStub | None = None
+
+
+def stem_for_part(instrument: str, sources: list[str]) -> str:
+    """The separator stem a part is transcribed from."""
+    if instrument == "bass":
+        return "bass"
+    if instrument in sources:
+        return instrument
+    return "other"
+
+
+async def _queue_iter(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    while True:
+        item = await queue.get()
+        if item is _END:
+            return
+        yield item
+
+
+class Chain:
+    """Runs one song through the services and yields ProcessResponse events.
+
+    After the iterator ends, `result` holds the SongResult (notes, rhythm, models,
+    paths of the video and stems written under `workdir`).
+    """
+
+    def __init__(self, stubs: Stubs, spec: SongSpec, workdir: Path, timeout: float | None) -> None:
+        self.stubs = stubs
+        self.spec = spec
+        self.workdir = workdir
+        self.timeout = timeout
+        self.result = SongResult(spec.song_id, spec)
+        self._events: asyncio.Queue[Any] = asyncio.Queue(256)
+        self._calls: list[Any] = []
+        self._want_video = spec.video and stubs.video is not None
+        if spec.video and stubs.video is None:
+            self.result.warnings.append("video was asked for but no video service is configured")
+
+    # -- public --------------------------------------------------------------------
+    async def run(self, audio: AsyncIterator[np.ndarray]) -> AsyncIterator[gateway_pb2.ProcessResponse]:
+        """Process the song; yields progress, parts, note batches and video fragments."""
+        started = time.monotonic()
+        with tracer.start_as_current_span("song", attributes={"song.id": self.spec.song_id}):
+            main = asyncio.create_task(self._run_all(audio))
+            try:
+                while True:
+                    get = asyncio.create_task(self._events.get())
+                    done, _ = await asyncio.wait({get, main}, return_when=asyncio.FIRST_COMPLETED)
+                    if get in done:
+                        yield get.result()
+                        continue
+                    get.cancel()
+                    while not self._events.empty():
+                        yield self._events.get_nowait()
+                    main.result()  # raises the chain's error, if any
+                    break
+            finally:
+                if not main.done():
+                    main.cancel()
+                    for call in self._calls:
+                        call.cancel()
+                    try:
+                        await main
+                    except (asyncio.CancelledError, Exception):
+                        pass
+        self.result.wall_seconds = time.monotonic() - started
+
+    # -- orchestration --------------------------------------------------------------
+    async def _emit(self, **kwargs: Any) -> None:
+        await self._events.put(gateway_pb2.ProcessResponse(**kwargs))
+
+    async def _run_all(self, audio: AsyncIterator[np.ndarray]) -> None:
+        spec = self.spec
+        sep_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS)
+        part_in = {p.name: asyncio.Queue(QUEUE_CHUNKS) for p in spec.parts}
+        video_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS * 4)
+        for p in spec.parts:
+            self.result.parts[p.name] = PartResult(p, p.tuning)
+        tracker = BeatTracker(SAMPLE_RATE)
+        tasks = [
+            asyncio.create_task(self._feed(audio, sep_in, video_in, tracker), name="feed"),
+            asyncio.create_task(self._separate(sep_in, part_in), name="separate"),
+        ]
+        part_tasks = [
+            asyncio.create_task(self._transcribe(p.name, part_in[p.name], video_in), name=f"transcribe-{p.name}")
+            for p in spec.parts
+        ]
+        tasks += part_tasks
+        video_task = None
+        if self._want_video:
+            video_task = asyncio.create_task(self._render(video_in), name="video")
+            tasks.append(video_task)
+        core = [t for t in tasks if t is not video_task]
+        watch = [video_task] if video_task is not None else []
+        try:
+            await self._wait(core, watch)
+            self.result.rhythm = await asyncio.to_thread(tracker.result)
+            if video_task is not None:
+                await video_in.put(video_pb2.RenderRequest(beats=_beats_message(self.result.rhythm)))
+                await video_in.put(_END)
+                await self._wait(watch, [])
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            for call in self._calls:
+                call.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _wait(must: list[asyncio.Task[Any]], watch: list[asyncio.Task[Any]]) -> None:
+        """Wait for every `must` task, failing fast if any task (watched ones too) fails."""
+        pending = set(must) | set(watch)
+        while pending & set(must):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.cancelled():
+                    raise Cancelled(f"stage {t.get_name()} was cancelled")
+                exc = t.exception()
+                if exc is not None:
+                    raise exc
+
+    def _call(self, rpc: Any, requests: AsyncIterator[Any], service: str) -> Any:
+        call = rpc(requests, timeout=self.timeout, metadata=(("x-song-id", self.spec.song_id),))
+        self._calls.append(call)
+        return call
+
+    async def _feed(self, audio: AsyncIterator[np.ndarray], sep_in: asyncio.Queue[Any],
+                    video_in: asyncio.Queue[Any], tracker: BeatTracker) -> None:
+        offset = 0
+        with tracer.start_as_current_span("decode") as span:
+            async for block in audio:
+                chunk = pcm.make_chunk(block, SAMPLE_RATE, offset)
+                await sep_in.put(chunk)
+                if self._want_video:
+                    await video_in.put(video_pb2.RenderRequest(audio=chunk))
+                await asyncio.to_thread(tracker.push, block.mean(axis=1))
+                offset += block.shape[0]
+                self.result.seconds = offset / SAMPLE_RATE
+                await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))
+            span.set_attribute("audio.seconds", self.result.seconds)
+        await sep_in.put(_END)
+
+    async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
+        spec = self.spec
+
+        async def requests() -> AsyncIterator[separator_pb2.SeparateRequest]:
+            yield separator_pb2.SeparateRequest(config=separator_pb2.SeparateConfig(
+                model=spec.separator_model, song_id=spec.song_id))
+            async for chunk in _queue_iter(sep_in):
+                yield separator_pb2.SeparateRequest(audio=chunk)
+
+        routes: dict[str, list[str]] = {}
+        stem_writers: dict[str, Any] = {}
+        call = self._call(self.stubs.separator.Separate, requests(), "separator")
+        try:
+            with tracer.start_as_current_span("separate"):
+                async for resp in call:
+                    kind = resp.WhichOneof("payload")
+                    if kind == "stem":
+                        stem = resp.stem
+                        samples = pcm.read_chunk(stem.audio)
+                        for part in routes.get(stem.stem, []):
+                            mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
+                            await part_in[part].put(pcm.make_chunk(mono, stem.audio.sample_rate, stem.audio.offset))
+                        if stem.stem in stem_writers:
+                            await asyncio.to_thread(stem_writers[stem.stem].write, samples)
+                    elif kind == "info":
+                        info = resp.info
+                        self.result.models["separator"] = info.model
+                        if info.model.fallback:
+                            self.result.warnings.append(f"separator: {info.model.message}")
+                        sources = list(info.stems) or list(info.sources)
+                        for p in spec.parts:
+                            routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                        if spec.return_stems:
+                            from gateway.artifacts import StemWriter
+
+                            for s in sources:
+                                path = self.workdir / f"stem-{s}.flac"
+                                stem_writers[s] = StemWriter(path, info.sample_rate or SAMPLE_RATE)
+                                self.result.stem_paths[s] = path
+                    elif kind == "progress":
+                        p = resp.progress
+                        p.stage = "separate"
+                        await self._emit(progress=p)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "separator") from None
+        finally:
+            for w in stem_writers.values():
+                await asyncio.to_thread(w.close)
+        for q in part_in.values():
+            await q.put(_END)
+
+    async def _transcribe(self, part: str, chunks: asyncio.Queue[Any], video_in: asyncio.Queue[Any]) -> None:
+        pr = self.result.parts[part]
+        spec = pr.spec
+        config = transcriber_pb2.TranscribeConfig(
+            instrument=spec.instrument, part=part, tuning=spec.tuning.to_proto(),
+            onset_threshold=spec.onset_threshold, frame_threshold=spec.frame_threshold,
+            song_id=self.spec.song_id)
+
+        async def requests() -> AsyncIterator[transcriber_pb2.TranscribeRequest]:
+            yield transcriber_pb2.TranscribeRequest(config=config)
+            async for chunk in _queue_iter(chunks):
+                yield transcriber_pb2.TranscribeRequest(audio=chunk)
+
+        call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
+        try:
+            with tracer.start_as_current_span("transcribe", attributes={"part": part}):
+                async for resp in call:
+                    kind = resp.WhichOneof("payload")
+                    if kind == "notes":
+                        batch = resp.notes
+                        batch.part = part
+                        pr.notes.extend(Note.from_proto(n) for n in batch.notes)
+                        pr.out_of_range.extend(Note.from_proto(n) for n in batch.out_of_range)
+                        await self._emit(notes=batch)
+                        if self._want_video:
+                            await video_in.put(video_pb2.RenderRequest(notes=batch))
+                    elif kind == "info":
+                        pr.model = resp.info.model
+                        self.result.models[f"transcriber:{part}"] = resp.info.model
+                        await self._emit(part=gateway_pb2.PartStarted(
+                            part=part, tuning=resp.info.tuning, model=resp.info.model))
+                        if self._want_video:
+                            await video_in.put(video_pb2.RenderRequest(
+                                part=video_pb2.PartInfo(part=part, tuning=resp.info.tuning)))
+                    elif kind == "progress":
+                        p = resp.progress
+                        p.stage, p.part = "transcribe", part
+                        await self._emit(progress=p)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "transcriber") from None
+
+    async def _render(self, video_in: asyncio.Queue[Any]) -> None:
+        assert self.stubs.video is not None
+        spec = self.spec
+        render = video_pb2.RenderConfig()
+        if spec.render is not None:
+            render.CopyFrom(spec.render)
+        render.parts[:] = list(render.parts) or [p.name for p in spec.parts]
+        render.title = render.title or spec.title
+        render.song_id = spec.song_id
+
+        async def requests() -> AsyncIterator[video_pb2.RenderRequest]:
+            yield video_pb2.RenderRequest(config=render)
+            async for req in _queue_iter(video_in):
+                yield req
+
+        path = self.workdir / "video.mp4"
+        call = self._call(self.stubs.video.Render, requests(), "video")
+        try:
+            with tracer.start_as_current_span("render"), open(path, "wb") as out:
+                async for resp in call:
+                    kind = resp.WhichOneof("payload")
+                    if kind == "fragment":
+                        await asyncio.to_thread(out.write, resp.fragment.data)
+                        await self._emit(video=resp.fragment)
+                    elif kind == "info":
+                        self.result.models["video"] = resp.info.background
+                        if resp.info.background.fallback and spec.render is not None and spec.render.diffusion:
+                            self.result.warnings.append(f"video: {resp.info.background.message}")
+                    elif kind == "progress":
+                        p = resp.progress
+                        p.stage = "render"
+                        await self._emit(progress=p)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "video") from None
+        self.result.video_path = path
+
+
+def _beats_message(rhythm: Any) -> video_pb2.Beats:
+    if rhythm is None:
+        return video_pb2.Beats()
+    return video_pb2.Beats(
+        tempo=float(rhythm.tempo),
+        times=[float(t) for t in rhythm.beats],
+        beats_per_bar=int(rhythm.beats_per_bar),
+        downbeats=[float(t) for t in rhythm.downbeats],
+    )

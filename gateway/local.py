@@ -1,0 +1,153 @@
+"""The embedded chain: every service in this process on loopback gRPC (`tabagent run`).
+
+Services named by address are used as they are; the others are started here, each with
+its model loaded and warmed once, behind real gRPC servers on 127.0.0.1 ports picked by
+the OS, exactly as they run in their own processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from gateway.config import GatewayConfig
+from gateway.server import Downstream, create_server
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+class LocalChain:
+    """Starts the services a song needs and a gateway in front of them.
+
+    Args:
+        separator_addr, transcriber_addr, video_addr: running services to use instead of
+            starting them here ("" = start here).
+        video: start (or use) a video renderer.
+        separator_model: the separator model to load ("" = its default).
+        model_dir: a local Demucs model folder.
+    """
+
+    def __init__(self, separator_addr: str = "", transcriber_addr: str = "", video_addr: str = "",
+                 video: bool = True, separator_model: str = "", model_dir: str | None = None) -> None:
+        self.addrs = {"separator": separator_addr, "transcriber": transcriber_addr,
+                      "video": video_addr if video else ""}
+        self.video = video
+        self.separator_model = separator_model
+        self.model_dir = Path(model_dir) if model_dir else None
+        self._servers: list[grpc.aio.Server] = []
+        self._closers: list[Any] = []
+        self._embedded: dict[str, str] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.gateway_addr = ""
+        self.models: dict[str, str] = {}
+
+    def describe(self) -> str:
+        where = {k: ("embedded " + v if k in self._embedded else v) for k, v in self.addrs.items() if v}
+        return ", ".join(f"{k} at {v}" for k, v in where.items())
+
+    async def start(self) -> None:
+        """Start and warm whatever is not given by address, then the gateway."""
+        warms = []
+        if not self.addrs["separator"]:
+            warms.append(self._start_separator())
+        if not self.addrs["transcriber"]:
+            warms.append(self._start_transcriber())
+        if self.video and not self.addrs["video"]:
+            warms.append(self._start_video())
+        await asyncio.gather(*warms)
+        self._tmp = tempfile.TemporaryDirectory(prefix="tabagent-run-")
+        config = dataclasses.replace(
+            GatewayConfig.from_env(),
+            separator_addr=self.addrs["separator"],
+            transcriber_addr=self.addrs["transcriber"],
+            video_addr=self.addrs["video"],
+            data_dir=self._tmp.name,
+        )
+        downstream = Downstream(config)
+        server, port, servicer = create_server(config, downstream, address=f"{LOOPBACK}:0")
+        await server.start()
+        self._servers.append(server)
+        self._closers.append(downstream.close)
+        await downstream.wait_ready(timeout=900.0)
+        await servicer.health.set_serving(True)
+        self.gateway_addr = f"{LOOPBACK}:{port}"
+
+    async def _start_separator(self) -> None:
+        from separator_svc.config import SeparatorConfig
+        from separator_svc.server import ModelStore
+        from separator_svc.server import create_server as create
+
+        config = SeparatorConfig.from_env(model_dir=self.model_dir)
+        changes: dict[str, Any] = {"metrics_port": 0}
+        if self.separator_model:
+            changes["models"] = (self.separator_model,)
+        config = dataclasses.replace(config, **changes)
+        store = ModelStore.from_config(config)
+        server, port = create(config, store, address=f"{LOOPBACK}:0")
+        await self._run(server, "separator", port)
+        self._closers.append(store.close)
+        await store.warm()
+
+    async def _start_transcriber(self) -> None:
+        from transcriber_svc.config import TranscriberConfig
+        from transcriber_svc.server import ModelHolder
+        from transcriber_svc.server import create_server as create
+
+        config = dataclasses.replace(TranscriberConfig.from_env(), metrics_port=0)
+        holder = ModelHolder.from_config(config)
+        server, port = create(config, holder, address=f"{LOOPBACK}:0")
+        await self._run(server, "transcriber", port)
+        self._closers.append(holder.close)
+        await holder.warm()
+
+    async def _start_video(self) -> None:
+        from video_svc.backend import VideoBackend
+        from video_svc.config import VideoConfig
+        from video_svc.server import create_server as create
+
+        config = dataclasses.replace(VideoConfig.from_env(), metrics_port=0)
+        backend = VideoBackend(config)
+        server, port = create(config, backend, address=f"{LOOPBACK}:0")
+        await self._run(server, "video", port)
+        await backend.warm()
+
+    async def _run(self, server: grpc.aio.Server, name: str, port: int) -> None:
+        await server.start()
+        self._servers.append(server)
+        self.addrs[name] = f"{LOOPBACK}:{port}"
+        self._embedded[name] = self.addrs[name]
+
+    async def stop(self) -> None:
+        """Stop every server started here (in reverse order) and release the models."""
+        for server in reversed(self._servers):
+            await server.stop(grace=2.0)
+        self._servers.clear()
+        for close in reversed(self._closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        self._closers.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def __aenter__(self) -> LocalChain:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def in_process_env() -> dict[str, str]:
+    """Environment hints for the embedded chain (threads shared by four services)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("SEPARATOR_", "TRANSCRIBER_", "VIDEO_"))}

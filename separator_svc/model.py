@@ -1,0 +1,267 @@
+"""Loading the separator: a Demucs bag from a model directory or the hub cache, else the DSP fallback.
+
+Lookup order for a model name (e.g. "htdemucs"):
+
+1. an explicit model directory (`--model-dir` / DEMUCS_MODEL_DIR) holding demucs's local
+   repo layout: `<sig>.th` or `<sig>-<sha256 prefix>.th` packages and `<name>.yaml` bag
+   files, loaded with `demucs.pretrained.get_model(name, repo=model_dir)`;
+2. the Hugging Face hub cache (HF_HUB_CACHE, else HF_HOME/hub, else
+   ~/.cache/huggingface/hub) holding `adefossez/HTDemucs[-6s|-ft]` as demucs 4.1
+   publishes it: `<name>.yaml` plus one `<sig>.safetensors` per model, read with
+   demucs.hf's own loader. This is `demucs.hf.get_hf_model` with the cache folder
+   passed explicitly and `local_files_only=True` (HF_HUB_OFFLINE=1 semantics: no
+   network is ever attempted), since huggingface_hub reads HF_HUB_OFFLINE and
+   HF_HUB_CACHE only once, at import;
+3. the DSP fallback (`separator_svc.dsp`), reported loudly: a WARNING log and
+   ModelInfo.fallback=True with a message saying what was looked for and why it failed.
+
+"dsp" names the DSP separator on purpose (not a fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
+from separator_svc.config import default_hub_cache
+from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
+from separator_svc.streaming import StreamingSeparator
+from tabagent.errors import BadConfig, ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "htdemucs"
+KNOWN_MODELS = ("htdemucs", "htdemucs_6s", "htdemucs_ft", "dsp")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Map "auto" to "cuda" when a GPU is visible, else "cpu"; other values pass through."""
+    if device in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadConfig(f"device {device!r} requested but no CUDA device is available")
+    return device
+
+
+class DemucsModel(SeparatorModel):
+    """A warm HTDemucs bag that separates songs as exact streams.
+
+    Args:
+        bag: a demucs BagOfModels (every model an HTDemucs of the same segment).
+        name: the model name it was loaded as.
+        origin: where the weights came from (for logs and the info message).
+        device: torch device the models run on.
+        max_batch: >1 batches segments of concurrent streams into one forward pass.
+        max_wait: longest a segment waits for others to batch with (seconds).
+    """
+
+    def __init__(
+        self,
+        bag: Any,
+        name: str,
+        origin: str,
+        device: str = "cpu",
+        max_batch: int = 1,
+        max_wait: float = 0.01,
+    ) -> None:
+        from demucs.htdemucs import HTDemucs
+
+        models = list(bag.models)
+        for model in models:
+            if not isinstance(model, HTDemucs):
+                raise ModelError(
+                    f"{name}: streaming supports HTDemucs bags, found {type(model).__name__}"
+                )
+            if model.samplerate != MODEL_RATE or model.audio_channels != MODEL_CHANNELS:
+                raise ModelError(f"{name}: expected 44.1 kHz stereo models")
+        lengths = {int(m.samplerate * m.segment) for m in models}
+        if len(lengths) != 1:
+            raise ModelError(f"{name}: the bag mixes segment lengths {sorted(lengths)}")
+        self.bag = bag
+        self.device = device
+        self.segment_length = lengths.pop()
+        self.segment_seconds = self.segment_length / MODEL_RATE
+        self.sources = tuple(bag.sources)
+        self.weights = [list(map(float, w)) for w in bag.weights]
+        self.aliases = {"guitar": "other"} if "guitar" not in self.sources else {}
+        message = f"loaded from {origin}"
+        if self.aliases:
+            message += "; a 'guitar' stem is served from the 'other' source"
+        sigs = ",".join(getattr(m, "_sig", "") for m in models if getattr(m, "_sig", ""))
+        self.info = ModelInfo(
+            name=name,
+            version=f"demucs-{_demucs_version()}" + (f":{sigs}" if sigs else ""),
+            backend="torch",
+            device=str(torch.device(device)) if device != "cuda" else "cuda:0",
+            fallback=False,
+            message=message,
+            sample_rate=MODEL_RATE,
+        )
+        self.runners: list[SegmentRunner] = []
+        for model in models:
+            model.to(device).eval()
+            if max_batch > 1:
+                self.runners.append(BatchingSegmentRunner(model, device, max_batch, max_wait))
+            else:
+                self.runners.append(SegmentRunner(model, device))
+
+    def open_stream(
+        self,
+        stems: Sequence[str],
+        overlap: float = 0.25,
+        in_rate: int = MODEL_RATE,
+        in_channels: int = MODEL_CHANNELS,
+    ) -> StemStream:
+        """Start an exact streaming separation (see separator_svc.streaming)."""
+        return StreamingSeparator(
+            self.runners,
+            self.weights,
+            self.sources,
+            self.stems_for(stems),
+            self.segment_length,
+            overlap=overlap,
+            aliases=self.aliases,
+            in_rate=in_rate,
+            in_channels=in_channels,
+        )
+
+    def warm_up(self) -> None:
+        """One forward pass per model on a segment of quiet noise."""
+        rng = np.random.default_rng(0)
+        noise = rng.standard_normal((MODEL_CHANNELS, self.segment_length)).astype(np.float32)
+        segment = torch.from_numpy(noise * 0.01)
+        for runner in self.runners:
+            runner.run(segment)
+
+    def close(self) -> None:
+        """Stop batching threads."""
+        for runner in self.runners:
+            runner.close()
+
+
+def _demucs_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("demucs")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _tag_signatures(bag: Any, signatures: Sequence[str]) -> None:
+    for model, sig in zip(bag.models, signatures, strict=False):
+        model._sig = sig
+
+
+def _load_from_dir(name: str, model_dir: Path) -> Any:
+    """Load `name` from a demucs local repo folder with demucs's own loader."""
+    import yaml
+    from demucs.apply import BagOfModels
+    from demucs.pretrained import get_model
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo
+
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} is not a directory")
+    repo = AnyModelRepo(LocalRepo(model_dir), BagOnlyRepo(model_dir, LocalRepo(model_dir)))
+    if not repo.has_model(name):
+        raise FileNotFoundError(f"neither {name}.yaml nor a {name}.th package in {model_dir}")
+    model = get_model(name, repo=model_dir)
+    if not isinstance(model, BagOfModels):
+        model._sig = name
+        return BagOfModels([model])
+    bag_file = model_dir / f"{name}.yaml"
+    if bag_file.is_file():
+        _tag_signatures(model, yaml.safe_load(bag_file.read_text())["models"])
+    return model
+
+
+def _load_from_hub(name: str, cache_dir: Path) -> Any:
+    """demucs.hf.get_hf_model, offline, from an explicit hub cache folder."""
+    import yaml
+    from demucs.apply import BagOfModels
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name, load_safetensors_model
+    from huggingface_hub import hf_hub_download
+
+    namespace, short = (name.split("/", 1) if "/" in name else (DEFAULT_NAMESPACE, name))
+    repo_id = f"{namespace}/{hf_repo_name(short)}"
+    folder = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{repo_id} is not in the hub cache {cache_dir}")
+
+    def fetch(filename: str) -> str:
+        return hf_hub_download(repo_id, filename, cache_dir=str(cache_dir), local_files_only=True)
+
+    with open(fetch(f"{short}.yaml")) as file:
+        spec = yaml.safe_load(file)
+    models = [load_safetensors_model(fetch(f"{sig}.safetensors")) for sig in spec["models"]]
+    bag = BagOfModels(models, spec.get("weights"), spec.get("segment"))
+    _tag_signatures(bag, spec["models"])
+    return bag
+
+
+def load_model(
+    name: str,
+    model_dir: Path | None,
+    device: str = "auto",
+    hub_cache: Path | None = None,
+    max_batch: int = 1,
+    max_wait: float = 0.01,
+) -> SeparatorModel:
+    """Load a separator by name, falling back to DSP when no weights are found.
+
+    Args:
+        name: "htdemucs" (default when empty), "htdemucs_6s", "htdemucs_ft", any bag or
+            signature in `model_dir`, or "dsp".
+        model_dir: a demucs local repo folder, tried first; None to skip.
+        device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+        hub_cache: the Hugging Face hub cache folder; None reads HF_HUB_CACHE/HF_HOME.
+        max_batch: >1 batches segments of concurrent streams (see runner.py).
+        max_wait: longest a segment waits for a batch, in seconds.
+
+    Returns:
+        A ready-to-warm SeparatorModel; `info.fallback` tells whether DSP replaced it.
+
+    Raises:
+        BadConfig: for an unusable device.
+    """
+    from separator_svc.dsp import DspModel
+
+    name = name or DEFAULT_MODEL
+    if name == "dsp":
+        return DspModel(name="dsp", fallback=False, message="DSP separator requested")
+    device = resolve_device(device)
+    cache = hub_cache if hub_cache is not None else default_hub_cache()
+    tried: list[str] = []
+    sources: list[tuple[str, Any]] = []
+    if model_dir is not None:
+        sources.append((f"model dir {model_dir}", lambda: _load_from_dir(name, Path(model_dir))))
+    sources.append((f"hub cache {cache}", lambda: _load_from_hub(name, Path(cache))))
+    for origin, load in sources:
+        try:
+            bag = load()
+        except FileNotFoundError as exc:
+            tried.append(f"{origin}: {exc}")
+            log.info("%s not found in %s: %s", name, origin, exc)
+            continue
+        except SystemExit as exc:  # demucs calls sys.exit for a missing diffq, bad dirs
+            tried.append(f"{origin}: demucs refused to load it ({exc})")
+            continue
+        except Exception as exc:  # corrupt or incompatible weights: say why, fall back
+            tried.append(f"{origin}: {type(exc).__name__}: {exc}")
+            log.warning("%s found in %s but not loadable", name, origin, exc_info=True)
+            continue
+        log.info("loaded %s from %s on %s", name, origin, device)
+        return DemucsModel(bag, name, origin, device, max_batch, max_wait)
+    message = (
+        f"FALLBACK: no Demucs weights for {name!r} ({'; '.join(tried)}); separating with "
+        "the DSP fallback (median-filter HPSS and band splits), far below Demucs quality. "
+        "Put the weights in DEMUCS_MODEL_DIR or the Hugging Face hub cache."
+    )
+    log.warning("%s", message)
+    return DspModel(name="dsp", fallback=True, message=message, requested=name)

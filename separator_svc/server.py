@@ -1,0 +1,376 @@
+"""The tabagent.v1.Separator gRPC service: audio chunks in, stem chunks out, as a bidi stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+from opentelemetry import trace
+
+from separator_svc.base import SeparatorModel, StemBlocks, StemStream
+from separator_svc.config import SeparatorConfig
+from tabagent import telemetry
+from tabagent.audio import ChunkValidator, make_chunk
+from tabagent.errors import BadConfig, InvalidInput, NotReady
+from tabagent.metrics import ServiceMetrics, start_http_server
+from tabagent.service import (
+    Health,
+    StreamLimiter,
+    bind,
+    first_message,
+    grpc_stream_errors,
+    new_server,
+    require_ready,
+    serve_until_signal,
+)
+from tabagent.v1 import audio_pb2, separator_pb2, separator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "tabagent.v1.Separator"
+_END = object()  # end of the request stream, in the read-ahead queue
+
+
+
+class ModelStore:
+    """The models a separator serves, loaded and warmed once after the server starts.
+
+    Args:
+        load: returns name -> model; runs in a thread (it may take minutes).
+        default: the name used when a stream's config names no model.
+    """
+
+    def __init__(self, load: Callable[[], Mapping[str, SeparatorModel]], default: str) -> None:
+        self._load = load
+        self.default = default
+        self.models: dict[str, SeparatorModel] = {}
+        self.health: Health | None = None
+        self.metrics: ServiceMetrics | None = None
+
+    @classmethod
+    def from_config(cls, config: SeparatorConfig) -> ModelStore:
+        """A store that loads `config.models` (plus "dsp") with separator_svc.model.load_model."""
+
+        def load() -> dict[str, SeparatorModel]:
+            from separator_svc.model import load_model
+
+            return {
+                name: load_model(
+                    name,
+                    config.model_dir,
+                    config.device,
+                    config.hub_cache,
+                    max_batch=config.max_batch,
+                    max_wait=config.batch_wait,
+                )
+                for name in (*config.models, "dsp")
+            }
+
+        return cls(load, config.default_model)
+
+    @classmethod
+    def of(cls, models: Mapping[str, SeparatorModel], default: str | None = None) -> ModelStore:
+        """A store over already-loaded models (warm() still warms them)."""
+        return cls(lambda: dict(models), default or next(iter(models)))
+
+    def _load_and_warm(self) -> dict[str, SeparatorModel]:
+        models = dict(self._load())
+        if "dsp" not in models:
+            from separator_svc.dsp import DspModel
+
+            models["dsp"] = DspModel()
+        for name, model in models.items():
+            started = time.perf_counter()
+            model.warm_up()
+            log.info(
+                "warmed %s (%s on %s%s) in %.2f s", name, model.info.name, model.info.device,
+                ", FALLBACK" if model.info.fallback else "", time.perf_counter() - started,
+            )
+        return models
+
+    async def warm(self) -> None:
+        """Load and warm every model in a thread, then report SERVING."""
+        started = time.perf_counter()
+        models = await asyncio.to_thread(self._load_and_warm)
+        if self.metrics is not None:
+            info = models[self.default].info if self.default in models else next(iter(models.values())).info
+            self.metrics.set_model(
+                info.name, info.version, info.device, info.fallback, time.perf_counter() - started
+            )
+            for model in models.values():
+                for runner in getattr(model, "runners", []):
+                    runner.on_batch = self.metrics.observe_batch
+        self.models = models
+        if self.health is not None:
+            await self.health.set_serving(True)
+
+    def get(self, name: str) -> SeparatorModel:
+        """The model for a stream's config.
+
+        Raises:
+            NotReady: before warm() finished.
+            BadConfig: for a model this server did not load.
+        """
+        if not self.models:
+            raise NotReady("the separator is still loading its models; retry when SERVING")
+        name = name or self.default
+        if name not in self.models:
+            raise BadConfig(
+                f"model {name!r} is not loaded by this separator (loaded: "
+                f"{', '.join(self.models)}); start it with SEPARATOR_MODELS={name}"
+            )
+        return self.models[name]
+
+    def close(self) -> None:
+        """Release model threads."""
+        for model in self.models.values():
+            model.close()
+
+
+class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
+    """Implements Separate; one instance per server."""
+
+    def __init__(
+        self, config: SeparatorConfig, store: ModelStore, health: Health, metrics: ServiceMetrics
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.health = health
+        self.metrics = metrics
+        self.limiter = StreamLimiter(config.max_streams, config.max_queue, name="separator")
+        metrics.bind_limiter(self.limiter)
+        self.executor = ThreadPoolExecutor(config.max_streams, thread_name_prefix="separate")
+
+    @grpc_stream_errors("separator")
+    async def Separate(  # noqa: N802 - the gRPC method name
+        self,
+        request_iterator: AsyncIterator[separator_pb2.SeparateRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[separator_pb2.SeparateResponse]:
+        """First message: SeparateConfig; then AudioChunks. See separator.proto."""
+        require_ready(self.health, "separator")
+        async with self.limiter.slot():
+            async for response in self._stream(request_iterator):
+                yield response
+
+    async def _stream(
+        self, request_iterator: AsyncIterator[separator_pb2.SeparateRequest]
+    ) -> AsyncIterator[separator_pb2.SeparateResponse]:
+        first = await first_message(request_iterator, "Separate")
+        if first.WhichOneof("payload") != "config":
+            raise BadConfig("the first Separate message must carry a SeparateConfig, not audio")
+        cfg = first.config
+        model = self.store.get(cfg.model)
+        stems = model.stems_for(list(cfg.stems))
+        overlap = self._overlap(cfg.overlap)
+        span = trace.get_current_span()
+        span.set_attribute("tabagent.song_id", cfg.song_id)
+        span.set_attribute("tabagent.model", model.info.name)
+        log.info(
+            "separating song %r with %s (fallback=%s), stems %s",
+            cfg.song_id, model.info.name, model.info.fallback, ",".join(stems),
+        )
+        yield separator_pb2.SeparateResponse(
+            info=separator_pb2.SeparatorInfo(
+                model=model.info.to_proto(),
+                sources=list(model.sources),
+                stems=list(stems),
+                segment_seconds=model.segment_seconds,
+                sample_rate=model.sample_rate,
+            )
+        )
+        async for response in self._separate(request_iterator, model, stems, overlap, cfg):
+            yield response
+
+    def _overlap(self, value: float) -> float:
+        if value == 0:
+            return self.config.default_overlap
+        if not 0 < value <= 0.9:
+            raise BadConfig(f"overlap {value} is outside (0, 0.9]")
+        return float(value)
+
+    async def _separate(
+        self,
+        request_iterator: AsyncIterator[separator_pb2.SeparateRequest],
+        model: SeparatorModel,
+        stems: tuple[str, ...],
+        overlap: float,
+        cfg: separator_pb2.SeparateConfig,
+    ) -> AsyncIterator[separator_pb2.SeparateResponse]:
+        validator = ChunkValidator(
+            max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes
+        )
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
+        reader = asyncio.create_task(_read_ahead(request_iterator, validator, queue))
+        stream: StemStream | None = None
+        pending: Future[StemBlocks] | None = None
+        compute = 0.0
+        offset = 0
+        try:
+            ended = False
+            while not ended:
+                items = [await queue.get()]
+                while not queue.empty() and len(items) < self.config.read_ahead:
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                ended = items[-1] is _END
+                audio = [x for x in items if x is not _END]
+                if stream is None:
+                    if not audio:
+                        raise InvalidInput("the Separate stream ended without any audio")
+                    stream = model.open_stream(
+                        stems, overlap, validator.sample_rate, validator.channels
+                    )
+                frames = np.concatenate(audio) if audio else None
+                started = time.perf_counter()
+                pending = self.executor.submit(_step, stream, frames, ended)
+                out = await asyncio.wrap_future(pending)
+                pending = None
+                took = time.perf_counter() - started
+                compute += took
+                new_seconds = _frames(out) / stream.sample_rate
+                self.metrics.observe_stage("separate", took, new_seconds or None)
+                for response in self._stem_chunks(out, offset, stream.sample_rate):
+                    yield response
+                offset += _frames(out)
+                if not _frames(out) and not ended:
+                    continue
+                total = cfg.expected_seconds if cfg.expected_seconds > 0 else 0.0
+                if ended:
+                    total = offset / stream.sample_rate
+                yield separator_pb2.SeparateResponse(
+                    progress=audio_pb2.Progress(
+                        stage="separate",
+                        done_seconds=offset / stream.sample_rate,
+                        total_seconds=total,
+                    )
+                )
+            assert stream is not None
+            seconds = offset / stream.sample_rate
+            self.metrics.add_audio(seconds)
+            log.info(
+                "separated song %r: %.1f s in %d segments, %.2f s compute",
+                cfg.song_id, seconds, stream.segments, compute,
+            )
+            yield separator_pb2.SeparateResponse(
+                summary=separator_pb2.SeparateSummary(
+                    seconds=seconds, segments=stream.segments, compute_seconds=compute
+                )
+            )
+        finally:
+            reader.cancel()
+            if stream is not None:
+                stream.cancel()
+            if pending is not None and not pending.done():
+                # The step stops at its next segment boundary; wait so the stream's slot
+                # is not reused while its compute still runs.
+                waiter = asyncio.wrap_future(pending)
+                await asyncio.wait([waiter])
+                if not waiter.cancelled():
+                    waiter.exception()  # retrieved: the stream is over, whatever it was
+            await asyncio.gather(reader, return_exceptions=True)
+
+    def _stem_chunks(
+        self, out: StemBlocks, offset: int, rate: int
+    ) -> list[separator_pb2.SeparateResponse]:
+        """Cut new stem audio into chunks of about chunk_seconds, interleaved by stem."""
+        n = _frames(out)
+        step = max(1, int(round(self.config.chunk_seconds * rate)))
+        responses = []
+        for start in range(0, n, step):
+            for stem, audio in out.items():
+                chunk = make_chunk(audio[start : start + step], rate, offset + start)
+                responses.append(
+                    separator_pb2.SeparateResponse(
+                        stem=separator_pb2.StemChunk(stem=stem, audio=chunk)
+                    )
+                )
+        return responses
+
+
+def _frames(blocks: StemBlocks) -> int:
+    return next(iter(blocks.values())).shape[0] if blocks else 0
+
+
+def _step(stream: StemStream, frames: np.ndarray | None, ended: bool) -> StemBlocks:
+    """One compute step in a worker thread: push what arrived, finish at the end."""
+    out = stream.push(frames) if frames is not None else stream.empty()
+    if ended:
+        rest = stream.finish()
+        out = {k: np.concatenate([out[k], rest[k]]) for k in out}
+    return out
+
+
+async def _read_ahead(
+    request_iterator: AsyncIterator[separator_pb2.SeparateRequest],
+    validator: ChunkValidator,
+    queue: asyncio.Queue[Any],
+) -> None:
+    """Read and validate audio chunks into a bounded queue (a full queue stops reading,
+    so HTTP/2 flow control slows the client down)."""
+    try:
+        async for request in request_iterator:
+            if request.WhichOneof("payload") != "audio":
+                raise BadConfig(
+                    "only the first Separate message may carry a config; "
+                    f"got another after {validator.seconds:.2f} s of audio"
+                )
+            await queue.put(validator.check(request.audio))
+        await queue.put(_END)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to the handler, which ends the stream with it
+        await queue.put(exc)
+
+
+def create_server(
+    config: SeparatorConfig,
+    model: ModelStore,
+    address: str | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Build the separator server (health NOT_SERVING until `model.warm()` completes).
+
+    Args:
+        config: settings.
+        model: the ModelStore to serve; `await model.warm()` after `server.start()`.
+        address: bind address; default `config.host:config.port` (port 0 picks one).
+        metrics: where to record metrics; None keeps them in a private registry.
+
+    Returns:
+        (server, bound port).
+    """
+    metrics = metrics or ServiceMetrics("separator")
+    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()])
+    model.health = health
+    model.metrics = metrics
+    servicer = SeparatorServicer(config, model, health, metrics)
+    separator_pb2_grpc.add_SeparatorServicer_to_server(servicer, server)
+    port = bind(server, address or f"{config.host}:{config.port}")
+    return server, port
+
+
+async def serve(config: SeparatorConfig | None = None) -> None:
+    """Run the separator until SIGTERM/SIGINT: start, warm the models, serve, drain."""
+    config = config or SeparatorConfig.from_env()
+    telemetry.setup("tabagent-separator")
+    metrics = ServiceMetrics("separator")
+    http = start_http_server(config.metrics_port, metrics.registry) if config.metrics_port else None
+    store = ModelStore.from_config(config)
+    server, port = create_server(config, store, metrics=metrics)
+    log.info("separator listening on %s:%d (models %s)", config.host, port, ",".join(config.models))
+    assert store.health is not None
+    try:
+        await serve_until_signal(server, store.health, store.warm, grace=config.grace)
+    finally:
+        store.close()
+        if http is not None:
+            http.close()

@@ -1,0 +1,96 @@
+"""Helpers shared by the transcriber tests: the warm model, 22,050 Hz stems, references, F1."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from tabagent.examples import Song
+from tabagent.notes import Note
+from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, import_quietly, min_note_frames
+from transcriber_svc.model import BasicPitchModel
+from transcriber_svc.streaming import Frames, WindowStream
+
+
+@functools.cache
+def warm_model() -> BasicPitchModel:
+    """One warm Basic Pitch model for the whole test session."""
+    model = BasicPitchModel(threads=2)
+    model.warm_up()
+    return model
+
+
+def stem_22k(song: Song, part: str) -> np.ndarray:
+    """A song's stem at Basic Pitch's rate (soxr HQ, as librosa.load resamples)."""
+    return soxr.resample(song.stems[part], song.sample_rate, AUDIO_SAMPLE_RATE, "HQ").astype(np.float32)
+
+
+def write_float_wav(path: Path, audio: np.ndarray) -> Path:
+    """Write 22,050 Hz float32 audio losslessly (librosa.load reads it back unchanged)."""
+    import soundfile
+
+    soundfile.write(str(path), audio, AUDIO_SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def whole_file_output(path: Path) -> dict[str, np.ndarray]:
+    """basic_pitch.inference.run_inference on a file with the same ONNX model."""
+    inference = import_quietly("basic_pitch.inference")
+    return inference.run_inference(str(path), inference.Model(str(warm_model().path)))
+
+
+def whole_file_notes(output: dict[str, np.ndarray]) -> list[tuple[float, float, int, float, list[int]]]:
+    """basic-pitch's own note creation with predict()'s defaults, sorted."""
+    note_creation = import_quietly("basic_pitch.note_creation")
+    copy = {k: np.array(v, copy=True) for k, v in output.items()}
+    _, events = note_creation.model_output_to_notes(
+        copy, onset_thresh=0.5, frame_thresh=0.3, min_note_len=min_note_frames(127.70)
+    )
+    return sorted((float(s), float(e), int(p), float(a), [int(b) for b in bends]) for s, e, p, a, bends in events)
+
+
+def song_maxima(output: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The song-wide maxima get_infered_onsets rescales by: (max onset, max frame rise)."""
+    frames = output["note"].astype(np.float64)
+    diffs = []
+    for n in (1, 2):
+        padded = np.concatenate([np.zeros((n, frames.shape[1])), frames])
+        diffs.append(padded[n:] - padded[:-n])
+    rise = np.min(diffs, axis=0)
+    rise[rise < 0] = 0
+    rise[:2] = 0
+    return float(output["onset"].max()), float(rise.max())
+
+
+def stream_frames(audio: np.ndarray, block: int, model: BasicPitchModel | None = None) -> Frames:
+    """Frames of `audio` through WindowStream, fed `block` samples at a time."""
+    model = model or warm_model()
+    stream = WindowStream()
+    parts = []
+    for start in range(0, audio.size, block):
+        out = model.forward_each(stream.push(audio[start : start + block]))
+        parts.append(stream.add_outputs(out.note, out.onset, out.contour))
+    out = model.forward_each(stream.finish())
+    parts.append(stream.add_outputs(out.note, out.onset, out.contour))
+    return Frames.concat(parts)
+
+
+def onset_f1(reference: Sequence[Note], estimate: Iterable[Note], tolerance: float = 0.05) -> float:
+    """mir_eval note onset F1 (offsets ignored) of estimated against reference notes."""
+    import mir_eval
+
+    est = list(estimate)
+    ref_i = np.array([[n.start, max(n.end, n.start + 1e-3)] for n in reference]).reshape(-1, 2)
+    est_i = np.array([[n.start, max(n.end, n.start + 1e-3)] for n in est]).reshape(-1, 2)
+    ref_p = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in reference])
+    est_p = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in est])
+    if not len(est) or not len(reference):
+        return 0.0
+    _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ref_i, ref_p, est_i, est_p, onset_tolerance=tolerance, offset_ratio=None
+    )
+    return float(f1)

@@ -1,0 +1,127 @@
+"""One stream's path from audio to fingered notes, everything but the model call itself.
+
+    22,050 Hz mono samples ─▶ WindowStream ─▶ windows ─▶ (WindowRunner: the model)
+    model outputs ─▶ WindowStream frames ─▶ StreamingDecoder ─▶ PostProcessor
+                  ─▶ StreamingFingerer ─▶ final notes with string and fret
+
+The model call is left to the caller so that windows of several streams can share one
+batched forward pass. All methods are synchronous and cheap enough for a worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tabagent.fingering import StreamingFingerer
+from tabagent.notes import Note, sort_notes
+from tabagent.tuning import Tuning
+from transcriber_svc.basicpitch import FRAMES_PER_SECOND
+from transcriber_svc.decoder import DecoderSettings, RawNote, StreamingDecoder
+from transcriber_svc.model import ModelOutput
+from transcriber_svc.postprocess import PostProcessor, PostSettings
+from transcriber_svc.streaming import WindowStream
+
+
+@dataclass
+class TrackedNotes:
+    """Notes that became final, with their out-of-range notes and the time horizon.
+
+    `final_until`: every note starting before this time has been returned.
+    """
+
+    notes: list[Note] = field(default_factory=list)
+    out_of_range: list[Note] = field(default_factory=list)
+    final_until: float = 0.0
+
+    def extend(self, other: TrackedNotes) -> None:
+        self.notes.extend(other.notes)
+        self.out_of_range.extend(other.out_of_range)
+        self.final_until = max(self.final_until, other.final_until)
+
+
+class NoteTracker:
+    """Turns one part's audio into final, fingered notes (see the module diagram).
+
+    Args:
+        tuning: the instrument's tuning.
+        instrument: "guitar" or "bass" (chooses the post-processing).
+        decoder: decoding settings (Basic Pitch's defaults when omitted).
+        post: post-processing settings (the instrument's measured defaults when omitted).
+        keep_raw: also keep every decoded note before post-processing in `raw_notes`
+            (for evaluation; it grows with the song).
+    """
+
+    def __init__(
+        self,
+        tuning: Tuning,
+        instrument: str,
+        decoder: DecoderSettings | None = None,
+        post: PostSettings | None = None,
+        keep_raw: bool = False,
+    ) -> None:
+        self.tuning = tuning
+        self.windows = WindowStream()
+        self.decoder = StreamingDecoder(decoder)
+        self.post = PostProcessor(post or PostSettings.for_instrument(instrument, tuning))
+        self.fingerer = StreamingFingerer(tuning)
+        self._held: dict[int, Note] = {}     # pushed to the fingerer, not yet returned
+        self.keep_raw = keep_raw
+        self.raw_notes: list[RawNote] = []
+        self.notes_out = 0
+        self.out_of_range_out = 0
+
+    @property
+    def audio_seconds(self) -> float:
+        """Audio received so far."""
+        return self.windows.seconds
+
+    @property
+    def decoded_seconds(self) -> float:
+        """Audio whose frames reached the decoder."""
+        return self.decoder.frames_seen / FRAMES_PER_SECOND
+
+    def push_audio(self, samples: np.ndarray) -> np.ndarray:
+        """Add 22,050 Hz mono samples; return the model windows now complete."""
+        return self.windows.push(samples)
+
+    def finish_audio(self) -> np.ndarray:
+        """End of audio: return the last (zero-padded) windows."""
+        return self.windows.finish()
+
+    def add_outputs(self, output: ModelOutput) -> TrackedNotes:
+        """Give the model outputs of the next windows; return the notes now final."""
+        frames = self.windows.add_outputs(output.note, output.onset, output.contour)
+        decoded = self.decoder.push(frames.note, frames.onset, frames.contour)
+        if self.keep_raw:
+            self.raw_notes.extend(decoded.notes)
+        post = self.post.push(decoded.notes, decoded.final_until)
+        return self._finger(post.notes, post.out_of_range, post.final_until, last=False)
+
+    def flush(self) -> TrackedNotes:
+        """End of stream (after every window's outputs were added): the last notes."""
+        decoded = self.decoder.flush()
+        if self.keep_raw:
+            self.raw_notes.extend(decoded.notes)
+        post = self.post.push(decoded.notes, decoded.final_until)
+        rest = self.post.flush()
+        out = self._finger(post.notes + rest.notes, post.out_of_range + rest.out_of_range, float("inf"), last=True)
+        out.final_until = max(self.audio_seconds, max((n.end for n in out.notes), default=0.0))
+        return out
+
+    def _finger(self, notes: list[Note], unplayable: list[Note], until: float, last: bool) -> TrackedNotes:
+        result = self.fingerer.push(notes, until)
+        for note in notes:
+            self._held[id(note)] = note
+        if last:
+            result.extend(self.fingerer.flush())
+        for note in (*result.notes, *result.out_of_range):
+            self._held.pop(id(note), None)
+        horizon = until
+        if self._held:
+            horizon = min(horizon, min(n.start for n in self._held.values()))
+        out = TrackedNotes(sort_notes(result.notes), sort_notes([*unplayable, *result.out_of_range]), horizon)
+        self.notes_out += len(out.notes)
+        self.out_of_range_out += len(out.out_of_range)
+        return out

@@ -1,0 +1,82 @@
+"""A Transcribe stream's config message, checked and turned into the settings of its tracker."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tabagent import tuning as tunings
+from tabagent.errors import BadConfig
+from tabagent.tuning import Tuning
+from tabagent.v1 import transcriber_pb2
+from transcriber_svc.decoder import DecoderSettings
+from transcriber_svc.postprocess import PostSettings
+
+DEFAULT_ONSET_THRESHOLD = 0.5
+DEFAULT_FRAME_THRESHOLD = 0.3
+DEFAULT_MIN_NOTE_MS = 127.70
+MIN_NOTE_MS_RANGE = (12.0, 5000.0)   # under one model frame (11.6 ms) no note survives
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Everything one stream's NoteTracker needs, from its TranscribeConfig."""
+
+    instrument: str
+    part: str
+    tuning: Tuning
+    decoder: DecoderSettings
+    post: PostSettings
+    song_id: str = ""
+
+
+def _threshold(value: float, default: float, name: str) -> float:
+    if value == 0:
+        return default
+    if not math.isfinite(value) or not 0.0 < value < 1.0:
+        raise BadConfig(f"{name} {value} is outside (0, 1); send 0 for the default {default}")
+    return float(value)
+
+
+def parse_config(cfg: transcriber_pb2.TranscribeConfig, max_buffer_seconds: float) -> StreamSettings:
+    """Check a stream's config and build its settings.
+
+    Args:
+        cfg: the first message of the stream.
+        max_buffer_seconds: the service's decoder buffer limit.
+
+    Returns:
+        The stream's settings.
+
+    Raises:
+        BadConfig: an unknown instrument, an unplayable tuning or a value out of range.
+    """
+    instrument = (cfg.instrument or "guitar").strip().lower()
+    if instrument not in tunings.INSTRUMENTS:
+        raise BadConfig(
+            f"unknown instrument {cfg.instrument!r}; this transcriber knows {', '.join(tunings.INSTRUMENTS)}"
+        )
+    tuning = tunings.from_proto(cfg.tuning if cfg.HasField("tuning") else None, instrument)
+    onset = _threshold(cfg.onset_threshold, DEFAULT_ONSET_THRESHOLD, "onset_threshold")
+    frame = _threshold(cfg.frame_threshold, DEFAULT_FRAME_THRESHOLD, "frame_threshold")
+    min_ms = float(cfg.min_note_ms) or DEFAULT_MIN_NOTE_MS
+    lo, hi = MIN_NOTE_MS_RANGE
+    if not math.isfinite(min_ms) or not lo <= min_ms <= hi:
+        raise BadConfig(f"min_note_ms {cfg.min_note_ms} is outside {lo:.0f}-{hi:.0f} ms; send 0 for the default")
+    decoder = DecoderSettings(
+        onset_threshold=onset,
+        frame_threshold=frame,
+        min_note_ms=min_ms,
+        melodia_trick=not cfg.no_melodia_trick,
+        max_buffer_seconds=max_buffer_seconds,
+        forced_lookahead_seconds=min(3.0, max_buffer_seconds / 5),
+    )
+    post = PostSettings.for_instrument(instrument, tuning, polyphonic=cfg.polyphonic)
+    return StreamSettings(
+        instrument=instrument,
+        part=cfg.part.strip() or instrument,
+        tuning=tuning,
+        decoder=decoder,
+        post=post,
+        song_id=cfg.song_id,
+    )

@@ -1,0 +1,344 @@
+"""The tabagent.v1.Transcriber gRPC service: a stem's audio in, final fingered notes out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
+
+from tabagent import telemetry
+from tabagent.audio import ChunkValidator, StreamResampler
+from tabagent.errors import BadConfig, InvalidInput, NotReady
+from tabagent.service import (
+    Health,
+    StreamLimiter,
+    bind,
+    first_message,
+    grpc_stream_errors,
+    new_server,
+    require_ready,
+    serve_until_signal,
+)
+from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
+from transcriber_svc.basicpitch import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE
+from transcriber_svc.config import TranscriberConfig
+from transcriber_svc.model import BasicPitchModel, ModelOutput
+from transcriber_svc.pipeline import NoteTracker, TrackedNotes
+from transcriber_svc.request import StreamSettings, parse_config
+from transcriber_svc.runner import BatchingRunner, DirectRunner, WindowRunner
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "tabagent.v1.Transcriber"
+_END = object()  # end of the request stream, in the read-ahead queue
+
+STREAMS = Gauge("transcriber_streams_active", "Transcribe streams running")
+QUEUED = Gauge("transcriber_streams_queued", "Transcribe streams waiting for a slot")
+AUDIO_SECONDS = Counter("transcriber_audio_seconds_total", "Audio seconds transcribed", ["part"])
+NOTES = Counter("transcriber_notes_total", "Notes sent", ["part"])
+COMPUTE = Histogram("transcriber_compute_seconds", "Compute per stream step (model and decoding)")
+
+
+class ModelHolder:
+    """The service's one Basic Pitch model, loaded and warmed in a thread after start-up.
+
+    Args:
+        load: returns the model (may take seconds); warm() runs it in a thread.
+        max_batch: windows per forward pass across streams (1: no batching).
+        batch_wait: seconds a window waits for others to batch with.
+        workers: threads for forward passes.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], BasicPitchModel],
+        max_batch: int = 1,
+        batch_wait: float = 0.005,
+        workers: int = 1,
+    ) -> None:
+        self._load = load
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait
+        self.model: BasicPitchModel | None = None
+        self.runner: WindowRunner | None = None
+        self.health: Health | None = None
+        self.executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="basic-pitch")
+
+    @classmethod
+    def from_config(cls, config: TranscriberConfig) -> ModelHolder:
+        """A holder that loads nmp.onnx from the basic-pitch wheel with the configured threads."""
+        return cls(
+            lambda: BasicPitchModel(threads=config.threads, device=config.device),
+            config.max_batch,
+            config.batch_wait,
+            workers=1 if config.max_batch > 1 else config.max_streams,
+        )
+
+    @classmethod
+    def of(cls, model: BasicPitchModel, max_batch: int = 1, batch_wait: float = 0.005, workers: int = 2) -> ModelHolder:
+        """A holder over an already-loaded model (warm() still warms it if needed)."""
+        return cls(lambda: model, max_batch, batch_wait, workers)
+
+    def _load_and_warm(self) -> BasicPitchModel:
+        model = self._load()
+        if not model.warm:
+            model.warm_up()
+        return model
+
+    async def warm(self) -> None:
+        """Load and warm the model in a thread, then report SERVING."""
+        model = await asyncio.to_thread(self._load_and_warm)
+        if self.max_batch > 1:
+            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait)
+        else:
+            self.runner = DirectRunner(model, self.executor)
+        self.model = model
+        if self.health is not None:
+            await self.health.set_serving(True)
+
+    def get(self) -> tuple[BasicPitchModel, WindowRunner]:
+        """The warm model and its runner; NotReady before warm() finished."""
+        if self.model is None or self.runner is None:
+            raise NotReady("the transcriber is still loading Basic Pitch; retry when health reports SERVING")
+        return self.model, self.runner
+
+    async def close(self) -> None:
+        """Stop the batcher and the model threads."""
+        if self.runner is not None:
+            await self.runner.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
+    """Implements Transcribe; one instance per server."""
+
+    def __init__(self, config: TranscriberConfig, holder: ModelHolder, health: Health) -> None:
+        self.config = config
+        self.holder = holder
+        self.health = health
+        self.limiter = StreamLimiter(config.max_streams, config.max_queue, name="transcriber")
+        self.executor = ThreadPoolExecutor(config.max_streams, thread_name_prefix="transcribe")
+
+    @grpc_stream_errors("transcriber")
+    async def Transcribe(  # noqa: N802 - the gRPC method name
+        self,
+        request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[transcriber_pb2.TranscribeResponse]:
+        """First message: TranscribeConfig; then AudioChunks. See transcriber.proto."""
+        require_ready(self.health, "transcriber")
+        async with self.limiter.slot():
+            QUEUED.set(self.limiter.queued)
+            STREAMS.set(self.limiter.active)
+            try:
+                async for response in self._stream(request_iterator):
+                    yield response
+            finally:
+                STREAMS.set(self.limiter.active - 1)
+
+    async def _stream(
+        self, request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest]
+    ) -> AsyncIterator[transcriber_pb2.TranscribeResponse]:
+        first = await first_message(request_iterator, "Transcribe")
+        if first.WhichOneof("payload") != "config":
+            raise BadConfig("the first Transcribe message must carry a TranscribeConfig, not audio")
+        settings = parse_config(first.config, self.config.max_buffer_seconds)
+        model, runner = self.holder.get()
+        span = trace.get_current_span()
+        span.set_attribute("tabagent.song_id", settings.song_id)
+        span.set_attribute("tabagent.part", settings.part)
+        log.info(
+            "transcribing %s of song %r (%s tuning %s)",
+            settings.part, settings.song_id, settings.tuning.name, list(settings.tuning.strings),
+        )
+        yield transcriber_pb2.TranscribeResponse(
+            info=transcriber_pb2.TranscriberInfo(
+                model=model.info.to_proto(),
+                part=settings.part,
+                tuning=settings.tuning.to_proto(),
+                min_pitch=float(settings.tuning.lowest),
+                max_pitch=float(settings.tuning.highest),
+            )
+        )
+        async for response in self._transcribe(request_iterator, settings, runner):
+            yield response
+
+    async def _transcribe(
+        self,
+        request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest],
+        settings: StreamSettings,
+        runner: WindowRunner,
+    ) -> AsyncIterator[transcriber_pb2.TranscribeResponse]:
+        validator = ChunkValidator(max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
+        reader = asyncio.create_task(_read_ahead(request_iterator, validator, queue))
+        tracker = NoteTracker(settings.tuning, settings.instrument, settings.decoder, settings.post)
+        step = _Step(tracker)
+        pending: Future[Any] | None = None
+        compute = 0.0
+        sent_until = 0.0
+        try:
+            ended = False
+            while not ended:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                ended = items[-1] is _END
+                audio = [x for x in items if x is not _END]
+                if audio and step.resampler is None:
+                    step.resampler = StreamResampler(validator.sample_rate, AUDIO_SAMPLE_RATE, 1)
+                if ended and step.resampler is None:
+                    raise InvalidInput("the Transcribe stream ended without any audio")
+                started = time.perf_counter()
+                pending = self.executor.submit(step.windows, audio, ended)
+                windows = await asyncio.wrap_future(pending)
+                output = await runner.run(windows) if len(windows) else None
+                pending = self.executor.submit(step.notes, output, ended)
+                tracked = await asyncio.wrap_future(pending)
+                pending = None
+                took = time.perf_counter() - started
+                compute += took
+                COMPUTE.observe(took)
+                if tracked.notes or tracked.out_of_range or tracked.final_until > sent_until:
+                    sent_until = max(sent_until, tracked.final_until)
+                    NOTES.labels(settings.part).inc(len(tracked.notes))
+                    yield _note_batch(settings.part, tracked, sent_until)
+                yield transcriber_pb2.TranscribeResponse(
+                    progress=audio_pb2.Progress(
+                        stage="transcribe",
+                        part=settings.part,
+                        done_seconds=tracker.decoded_seconds if not ended else tracker.audio_seconds,
+                        total_seconds=tracker.audio_seconds if ended else 0.0,
+                    )
+                )
+            AUDIO_SECONDS.labels(settings.part).inc(tracker.audio_seconds)
+            log.info(
+                "transcribed %s of song %r: %.1f s, %d notes, %d out of range, %.2f s compute (%d/%d cuts forced)",
+                settings.part, settings.song_id, tracker.audio_seconds, tracker.notes_out,
+                tracker.out_of_range_out, compute, tracker.decoder.forced_cuts,
+                tracker.decoder.forced_cuts + tracker.decoder.natural_cuts,
+            )
+            yield transcriber_pb2.TranscribeResponse(
+                summary=transcriber_pb2.TranscribeSummary(
+                    part=settings.part,
+                    notes=tracker.notes_out,
+                    out_of_range=tracker.out_of_range_out,
+                    seconds=tracker.audio_seconds,
+                    compute_seconds=compute,
+                )
+            )
+        finally:
+            reader.cancel()
+            if pending is not None and not pending.done():
+                # A step in flight finishes within one batch of windows; wait so the slot
+                # is not handed to a new stream while this one still computes.
+                await asyncio.wait([asyncio.wrap_future(pending)])
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+class _Step:
+    """One stream's compute steps, run in worker threads one at a time."""
+
+    def __init__(self, tracker: NoteTracker) -> None:
+        self.tracker = tracker
+        self.resampler: StreamResampler | None = None
+
+    def windows(self, audio: list[np.ndarray], ended: bool) -> np.ndarray:
+        tracker = self.tracker
+        assert self.resampler is not None
+        parts = [tracker.push_audio(self.resampler.process(block)[:, 0]) for block in audio]
+        if ended:
+            tail = self.resampler.process(np.zeros((0, self.resampler.out_channels), np.float32), last=True)
+            parts.append(tracker.push_audio(tail[:, 0]))
+            parts.append(tracker.finish_audio())
+        return np.concatenate(parts) if parts else np.zeros((0, AUDIO_N_SAMPLES, 1), np.float32)
+
+    def notes(self, output: ModelOutput | None, ended: bool) -> TrackedNotes:
+        tracker = self.tracker
+        tracked = tracker.add_outputs(output) if output is not None else TrackedNotes()
+        if ended:
+            tracked.extend(tracker.flush())
+        return tracked
+
+
+def _note_batch(part: str, tracked: TrackedNotes, final_until: float) -> transcriber_pb2.TranscribeResponse:
+    return transcriber_pb2.TranscribeResponse(
+        notes=audio_pb2.NoteBatch(
+            part=part,
+            notes=[n.to_proto() for n in tracked.notes],
+            final_until=final_until,
+            out_of_range=[n.to_proto() for n in tracked.out_of_range],
+        )
+    )
+
+
+async def _read_ahead(
+    request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest],
+    validator: ChunkValidator,
+    queue: asyncio.Queue[Any],
+) -> None:
+    """Read and validate audio chunks into a bounded queue (a full queue stops reading,
+    so HTTP/2 flow control slows the client down)."""
+    try:
+        async for request in request_iterator:
+            if request.WhichOneof("payload") != "audio":
+                raise BadConfig(
+                    "only the first Transcribe message may carry a config; "
+                    f"got another after {validator.seconds:.2f} s of audio"
+                )
+            await queue.put(validator.check(request.audio))
+        await queue.put(_END)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to the handler, which ends the stream with it
+        await queue.put(exc)
+
+
+def create_server(
+    config: TranscriberConfig, model: ModelHolder, address: str | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Build the transcriber server (health NOT_SERVING until `model.warm()` completes).
+
+    Args:
+        config: settings.
+        model: the ModelHolder to serve; `await model.warm()` after `server.start()`.
+        address: bind address; default `config.host:config.port` (port 0 picks one).
+
+    Returns:
+        (server, bound port).
+    """
+    server, health = new_server([SERVICE_NAME])
+    model.health = health
+    servicer = TranscriberServicer(config, model, health)
+    transcriber_pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
+    port = bind(server, address or f"{config.host}:{config.port}")
+    return server, port
+
+
+async def serve(config: TranscriberConfig | None = None) -> None:
+    """Run the transcriber until SIGTERM/SIGINT: start, warm the model, serve, drain."""
+    config = config or TranscriberConfig.from_env()
+    telemetry.setup("tabagent-transcriber")
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port)
+    holder = ModelHolder.from_config(config)
+    server, port = create_server(config, holder)
+    log.info("transcriber listening on %s:%d", config.host, port)
+    assert holder.health is not None
+    try:
+        await serve_until_signal(server, holder.health, holder.warm, grace=config.grace)
+    finally:
+        await holder.close()
