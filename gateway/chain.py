@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from gateway.crosspart import BleedFilter
 from gateway.spec import PartResult, SongResult, SongSpec
 from tabagent import audio as pcm
 from tabagent import telemetry
@@ -85,6 +86,7 @@ class Chain:
         self._events: asyncio.Queue[Any] = asyncio.Queue(256)
         self._calls: list[Any] = []
         self._want_video = spec.video and stubs.video is not None
+        self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
         if spec.video and stubs.video is None:
             self.result.warnings.append("video was asked for but no video service is configured")
 
@@ -265,11 +267,8 @@ class Chain:
                     if kind == "notes":
                         batch = resp.notes
                         batch.part = part
-                        pr.notes.extend(Note.from_proto(n) for n in batch.notes)
-                        pr.out_of_range.extend(Note.from_proto(n) for n in batch.out_of_range)
-                        await self._emit(notes=batch)
-                        if self._want_video:
-                            await video_in.put(video_pb2.RenderRequest(notes=batch))
+                        for ready in self._bleed.add(part, batch):
+                            await self._release(ready, video_in)
                     elif kind == "info":
                         pr.model = resp.info.model
                         self.result.models[f"transcriber:{part}"] = resp.info.model
@@ -284,6 +283,19 @@ class Chain:
                         await self._emit(progress=p)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "transcriber") from None
+        for ready in self._bleed.end(part):
+            await self._release(ready, video_in)
+
+    async def _release(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
+        """Record a final batch and send it to the client and the renderer."""
+        pr = self.result.parts[batch.part]
+        pr.notes.extend(Note.from_proto(n) for n in batch.notes)
+        pr.out_of_range.extend(Note.from_proto(n) for n in batch.out_of_range)
+        if batch.final_until == 0.0:
+            batch.final_until = self.result.seconds
+        await self._emit(notes=batch)
+        if self._want_video:
+            await video_in.put(video_pb2.RenderRequest(notes=batch))
 
     async def _render(self, video_in: asyncio.Queue[Any]) -> None:
         assert self.stubs.video is not None

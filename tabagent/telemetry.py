@@ -13,10 +13,13 @@ import os
 import threading
 from typing import Any
 
-from opentelemetry import trace
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -55,11 +58,87 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+_UNTRACED = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class ServerTracing(grpc.aio.ServerInterceptor):
+    """Continues the caller's trace in every RPC: one SERVER span per call.
+
+    Written here rather than taken from opentelemetry-instrumentation-grpc, whose aio
+    interceptor detaches its context from whatever task closes a streaming handler and
+    logs a traceback whenever a stream is cancelled or aborted. This one attaches the
+    span in the task that runs the handler and detaches it there, or not at all when the
+    generator is closed from elsewhere (that task's context is discarded anyway).
+    """
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        method = details.method or ""
+        if handler is None or method.startswith(_UNTRACED):
+            return handler
+        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        parent = propagate.extract(metadata)
+        service, _, name = method.lstrip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        if metadata.get("x-song-id"):
+            attributes["song.id"] = metadata["x-song-id"]
+        tracer = trace.get_tracer(__name__)
+
+        def start() -> tuple[trace.Span, object]:
+            span = tracer.start_span(method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER,
+                                     attributes=attributes)
+            return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+        def close(span: trace.Span, context: Any, exc: BaseException | None) -> None:
+            code = context.code() if hasattr(context, "code") else None
+            if exc is not None and not isinstance(exc, (GeneratorExit, grpc.aio.AbortError)):
+                span.record_exception(exc)
+            if code not in (None, grpc.StatusCode.OK) or (exc is not None and code is None):
+                span.set_attribute("rpc.grpc.status_code", getattr(code, "value", (2,))[0])
+                span.set_status(Status(StatusCode.ERROR, getattr(code, "name", type(exc).__name__)))
+            span.end()
+
+        if handler.stream_stream or handler.unary_stream:
+            inner = handler.stream_stream or handler.unary_stream
+
+            async def streaming(request: Any, context: Any) -> Any:
+                span, token = start()
+                exc: BaseException | None = None
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    close(span, context, exc)
+                    if not isinstance(exc, GeneratorExit):
+                        otel_context.detach(token)
+
+            make = grpc.stream_stream_rpc_method_handler if handler.stream_stream else grpc.unary_stream_rpc_method_handler
+            return make(streaming, handler.request_deserializer, handler.response_serializer)
+
+        inner = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: Any) -> Any:
+            span, token = start()
+            exc: BaseException | None = None
+            try:
+                return await inner(request, context)
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                close(span, context, exc)
+                otel_context.detach(token)
+
+        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return make(unary, handler.request_deserializer, handler.response_serializer)
+
+
 def server_interceptors() -> list[Any]:
     """aio server interceptors that continue the caller's trace."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    return [aio_server_interceptor()]
+    return [ServerTracing()]
 
 
 def client_interceptors() -> list[Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from separator_fixtures import RATE, noise_song
 
-from separator_svc.dsp import DspModel, DspStream
+from separator_svc.dsp import DspModel, DspStream, MultiResolutionDspStream
 from tabagent.examples import Song
 
 PANS = {"guitar": -0.3, "bass": 0.0, "drums": 0.1}  # tabagent.examples.make_song's mix
@@ -60,7 +60,9 @@ def test_separates_a_synthesised_song(song: Song, separated: dict[str, np.ndarra
     # vs 0.12 guitar, guitar 0.92 vs 0.09 bass; SDR bass 10.2, guitar 8.0, drums 5.3 dB).
     assert corr(bass, parts["bass"]) > 0.9
     assert corr(bass, parts["bass"]) > 6 * corr(bass, parts["guitar"])
-    assert corr(bass, parts["bass"]) > 6 * corr(bass, parts["drums"])
+    # The bass comes from a 4096-point STFT (sharper onsets for the transcriber, a
+    # little more kick drum: corr 0.94 vs 0.18 drums).
+    assert corr(bass, parts["bass"]) > 4.5 * corr(bass, parts["drums"])
     assert corr(guitar, parts["guitar"]) > 0.85
     assert corr(guitar, parts["guitar"]) > 6 * corr(guitar, parts["bass"])
     assert corr(guitar, parts["guitar"]) > 6 * corr(guitar, parts["drums"])
@@ -89,8 +91,10 @@ def test_other_takes_the_upper_harmonics_when_guitar_is_not_asked() -> None:
 
 def test_memory_and_latency_are_bounded() -> None:
     stream = DspModel().open_stream(["bass"])
-    assert isinstance(stream, DspStream)
-    p = stream.p
+    assert isinstance(stream, MultiResolutionDspStream)
+    inner = [stream._long, stream._short]
+    assert all(isinstance(s, DspStream) for s in inner)
+    p = stream._long.p  # the longer STFT bounds the latency
     block = 5000
     first = None
     mix = noise_song(20 * RATE, seed=23)
@@ -98,9 +102,11 @@ def test_memory_and_latency_are_bounded() -> None:
         out = stream.push(mix[start : start + block])
         if first is None and out["bass"].shape[0]:
             first = start + block
-        assert stream._in.shape[1] < p.n_fft + block
-        assert len(stream._specs) <= 2 * p.lookahead + block // p.hop + 2
-        assert stream._mags.shape[0] <= 3 * p.lookahead + block // p.hop + 2
+        for s in inner:
+            assert s._in.shape[1] < s.p.n_fft + block
+            assert len(s._specs) <= 2 * s.p.lookahead + block // s.p.hop + 2
+            assert s._mags.shape[0] <= 3 * s.p.lookahead + block // s.p.hop + 2
+        assert sum(stream._held.values()) <= 3 * (p.n_fft + block)
     assert first is not None and first <= p.n_fft + (p.lookahead + 2) * p.hop + block
     assert stream.frames_out + stream.finish()["bass"].shape[0] == mix.shape[0]
 

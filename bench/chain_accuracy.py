@@ -1,0 +1,100 @@
+"""Onset F1 of the whole chain (`tabagent run`'s embedded chain) vs raw Basic Pitch on the mix.
+
+    .venv/bin/python bench/chain_accuracy.py [--synthetic 3] [--no-slakh]
+
+For each guitar + bass + drums mix it prints the chain's guitar and bass onset F1
+(mir_eval, 50 ms) next to raw Basic Pitch run on the whole mix scored against the same
+truth, and the number of notes sharing a string while sounding (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mixes import Mix, onset_f1, slakh, synthetic  # noqa: E402
+
+from tabagent import synth  # noqa: E402
+from tabagent.notes import Note  # noqa: E402
+
+
+def raw_basic_pitch(path: Path) -> list[Note]:
+    """Basic Pitch's own whole-file `predict` with its ONNX model and default settings."""
+    from transcriber_svc.basicpitch import import_quietly, onnx_model_path
+
+    inference = import_quietly("basic_pitch.inference")
+    _, _, events = inference.predict(str(path), str(onnx_model_path()))
+    return [Note(int(e[2]), float(e[0]), float(e[1]), float(e[3])) for e in events]
+
+
+def collisions(notes: list[Note]) -> int:
+    bad = 0
+    by_string: dict[int, list[Note]] = {}
+    for n in notes:
+        by_string.setdefault(n.string, []).append(n)
+    for group in by_string.values():
+        group.sort(key=lambda n: n.start)
+        for a, b in zip(group, group[1:], strict=False):
+            if b.start < a.end - 1e-6:
+                bad += 1
+    return bad
+
+
+async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
+    from gateway.local import LocalChain
+    from tabagent.client import AsyncClient, Notes, process_config
+
+    out: dict[str, dict[str, list[Note]]] = {}
+    async with LocalChain(video=False) as chain:
+        async with AsyncClient(chain.gateway_addr) as client:
+            for mix in mixes:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / f"{mix.name}.wav"
+                    synth.write_wav(str(path), mix.audio)
+                    parts: dict[str, list[Note]] = {"guitar": [], "bass": []}
+                    t0 = time.monotonic()
+                    async for event in client.process(path, process_config(filename=path.name), Path(tmp) / "out"):
+                        if isinstance(event, Notes):
+                            parts[event.part].extend(event.notes)
+                    print(f"  {mix.name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                    out[mix.name] = parts
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--synthetic", type=int, default=3)
+    parser.add_argument("--no-slakh", action="store_true")
+    args = parser.parse_args()
+    mixes = list(synthetic(args.synthetic))
+    if not args.no_slakh:
+        mixes += list(slakh())
+    results = asyncio.run(run_chain(mixes))
+    rows = []
+    print(f"{'mix':<18} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}")
+    for mix in mixes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "mix.wav"
+            synth.write_wav(str(path), mix.audio)
+            raw = raw_basic_pitch(path)
+        for part in ("guitar", "bass"):
+            p, r, f = onset_f1(mix.truth[part], results[mix.name][part])
+            _, _, fr = onset_f1(mix.truth[part], raw)
+            c = collisions(results[mix.name][part])
+            rows.append((part, f, fr))
+            print(f"{mix.name:<18} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
+    for part in ("guitar", "bass"):
+        fs = [f for p, f, _ in rows if p == part]
+        frs = [fr for p, _, fr in rows if p == part]
+        print(f"{'MEAN':<18} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
