@@ -1,0 +1,180 @@
+"""Video renderer speed: real-time factor of the tab play-along, procedural and (tiny) diffusion.
+
+    .venv/bin/python bench/bench_video.py                      # 30 s song, 1280x720@30, via gRPC
+    .venv/bin/python bench/bench_video.py --seconds 60 --style synthwave --preset veryfast
+    .venv/bin/python bench/bench_video.py --diffusion          # also the tiny random pipeline
+
+The song comes from `tabagent.examples.make_song` (guitar, bass, drums; known notes). Each
+run streams the whole song (audio, parts, notes, beats, in the order the chain sends
+them) to a real in-process VideoRenderer server and reads the fragmented MP4 back; it
+prints wall time, the real-time factor (wall / song seconds: below 1 keeps ahead of the
+music), CPU seconds per song second (what the renderer costs the machine, whatever else
+runs on it) and the wall time to the first playable fragment. The tiny diffusion
+pipeline has random weights: its numbers measure the plumbing (warp, img2img call,
+upload/download), not sd-turbo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+
+from tabagent import tuning  # noqa: E402
+from tabagent.examples import Song, make_song  # noqa: E402
+from tabagent.service import channel_options  # noqa: E402
+from tabagent.v1 import video_pb2, video_pb2_grpc  # noqa: E402
+from video_svc.backend import VideoBackend  # noqa: E402
+from video_svc.config import VideoConfig  # noqa: E402
+from video_svc.server import create_server  # noqa: E402
+from video_svc.session import song_requests  # noqa: E402
+
+log = logging.getLogger("bench.video")
+
+
+@dataclass
+class Result:
+    """One measured render."""
+
+    name: str
+    size: str
+    preset: str
+    song_seconds: float
+    wall_seconds: float
+    cpu_seconds: float
+    first_fragment_seconds: float
+    frames: int
+    megabytes: float
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_seconds / self.song_seconds
+
+    @property
+    def cpu_per_second(self) -> float:
+        return self.cpu_seconds / self.song_seconds
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<22} {self.size:>13} {self.preset:>9}  song {self.song_seconds:5.1f} s  "
+            f"wall {self.wall_seconds:6.2f} s  RTF {self.rtf:5.3f}  CPU {self.cpu_per_second:5.3f} s/s  "
+            f"first fragment {self.first_fragment_seconds:5.2f} s  {self.frames} frames  {self.megabytes:.1f} MB"
+        )
+
+
+def _requests(song: Song, config: video_pb2.RenderConfig) -> list[video_pb2.RenderRequest]:
+    parts = {n: (tuning.standard(n).to_proto(), [x.to_proto() for x in notes]) for n, notes in song.parts.items()}
+    beat = 60.0 / song.bpm
+    times = [0.5 + i * beat for i in range(int((song.seconds - 0.5) / beat) + 1)]
+    beats = video_pb2.Beats(tempo=song.bpm, times=times, beats_per_bar=4, downbeats=times[::4])
+    return song_requests(config, song.mix, song.sample_rate, parts, beats)
+
+
+async def _measure(
+    name: str, config: VideoConfig, backend: VideoBackend, requests: list[video_pb2.RenderRequest], seconds: float
+) -> Result:
+    server, port = create_server(config, backend, address="127.0.0.1:0")
+    await server.start()
+    await backend.warm()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
+    stub = video_pb2_grpc.VideoRendererStub(channel)
+    first = 0.0
+    frames = 0
+    size = 0
+    cfg = requests[0].config
+    try:
+        cpu = time.process_time()
+        started = time.perf_counter()
+        async for resp in stub.Render(iter(requests), timeout=3600):
+            if resp.HasField("fragment"):
+                size += len(resp.fragment.data)
+                if not resp.fragment.init and not first:
+                    first = time.perf_counter() - started
+            elif resp.HasField("summary"):
+                frames = resp.summary.frames
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    finally:
+        await channel.close()
+        await server.stop(None)
+    return Result(
+        name, f"{cfg.width}x{cfg.height}@{cfg.fps}", config.x264_preset, seconds, wall, cpu, first, frames, size / 1e6
+    )
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    song = make_song(args.seconds, bpm=100.0, drums=True, seed=1)
+    base = VideoConfig.from_env()
+    config = replace(base, diffusion="off", x264_preset=args.preset or base.x264_preset)
+    results = []
+    for style in args.style:
+        request = video_pb2.RenderConfig(
+            width=args.width, height=args.height, fps=args.fps, style=style, title="Benchmark",
+            parts=["guitar", "bass"],
+        )
+        result = await _measure(f"procedural {style}", config, VideoBackend(config), _requests(song, request), song.seconds)
+        print(result.line(), flush=True)
+        results.append(result)
+    if args.diffusion:
+        from video_svc.diffusion import load_diffusion
+        from video_svc.tiny_pipeline import build_tiny_pipeline
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = build_tiny_pipeline(Path(tmp) / "tiny-sd")
+            dcfg = replace(
+                config, diffusion="auto", diffusion_model_dir=str(folder), diffusion_width=args.diffusion_width,
+                diffusion_cadence=args.cadence, diffusion_device=args.device,
+            )
+            model, message = load_diffusion(dcfg)
+            if model is None:
+                raise SystemExit(message)
+            w, h = args.diffusion_size
+            request = video_pb2.RenderConfig(width=w, height=h, fps=args.fps, style=args.style[0], diffusion=True)
+            short = make_song(min(args.seconds, args.diffusion_seconds), bpm=100.0, seed=1)
+            result = await _measure(
+                f"diffusion tiny c{args.cadence}", dcfg, VideoBackend(dcfg, diffusion=model),
+                _requests(short, request), short.seconds,
+            )
+            print(result.line(), flush=True)
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/bench_video.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--style", nargs="+", default=["guitar_hero"])
+    parser.add_argument("--preset", default="", help="x264 preset (default: VIDEO_X264_PRESET or superfast)")
+    parser.add_argument("--diffusion", action="store_true", help="also run the tiny random diffusion pipeline")
+    parser.add_argument("--diffusion-size", type=int, nargs=2, default=(640, 360), metavar=("W", "H"))
+    parser.add_argument("--diffusion-width", type=int, default=128, help="working width of the img2img")
+    parser.add_argument("--diffusion-seconds", type=float, default=10.0)
+    parser.add_argument("--cadence", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("TABAGENT_LOG_LEVEL", "WARNING").upper())
+    print(f"video renderer benchmark on {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.2f})")
+    results = asyncio.run(run(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(r) | {"rtf": r.rtf} for r in results], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
