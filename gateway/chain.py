@@ -3,6 +3,12 @@
 Every stage runs concurrently and talks through bounded queues, so the separator works on
 segment k+1 while the transcribers turn segment k into notes and the renderer draws it;
 a slow stage slows its producers (gRPC flow control) instead of growing memory.
+
+Each song is a `song` span with one child span per stage (`decode`, `separate`,
+`transcribe` per part, `beats`, `render`); each downstream call is started inside its
+stage's span, so the services' spans hang under it in the same trace. The stages'
+wall times also go to the gateway's `tabagent_stage_seconds` (and the real-time factor)
+when the stubs carry metrics.
 """
 
 from __future__ import annotations
@@ -10,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from gateway.crosspart import BleedFilter
 from gateway.spec import PartResult, SongResult, SongSpec
 from tabagent import audio as pcm
 from tabagent import telemetry
-from tabagent.errors import Cancelled, from_rpc_error
+from tabagent.errors import Cancelled, TabAgentError, UpstreamError, from_rpc_error
+from tabagent.metrics import ServiceMetrics
 from tabagent.notes import Note
 from tabagent.rhythm import BeatTracker
 from tabagent.v1 import (
@@ -46,11 +55,15 @@ _END = object()
 
 @dataclass
 class Stubs:
-    """The downstream services (one channel each, balanced over replicas)."""
+    """The downstream services (one channel each, balanced over replicas).
+
+    `metrics`, when set, receives every song's stage timings (the gateway's metrics).
+    """
 
     separator: separator_pb2_grpc.SeparatorStub
     transcriber: transcriber_pb2_grpc.TranscriberStub
     video: video_pb2_grpc.VideoRendererStub | None = None
+    metrics: ServiceMetrics | None = None
 
 
 def stem_for_part(instrument: str, sources: list[str]) -> str:
@@ -94,39 +107,67 @@ class Chain:
     async def run(self, audio: AsyncIterator[np.ndarray]) -> AsyncIterator[gateway_pb2.ProcessResponse]:
         """Process the song; yields progress, parts, note batches and video fragments."""
         started = time.monotonic()
-        with tracer.start_as_current_span("song", attributes={"song.id": self.spec.song_id}):
-            main = asyncio.create_task(self._run_all(audio))
-            try:
-                while True:
-                    get = asyncio.create_task(self._events.get())
-                    done, _ = await asyncio.wait({get, main}, return_when=asyncio.FIRST_COMPLETED)
-                    if get in done:
-                        yield get.result()
-                        continue
-                    get.cancel()
-                    while not self._events.empty():
-                        yield self._events.get_nowait()
-                    main.result()  # raises the chain's error, if any
-                    break
-            finally:
-                if not main.done():
-                    main.cancel()
-                    for call in self._calls:
-                        call.cancel()
-                    try:
-                        await main
-                    except (asyncio.CancelledError, Exception):
-                        pass
-        self.result.wall_seconds = time.monotonic() - started
+        # Started here (a child of the caller's span) but never made current in this
+        # generator, which the caller may close from another task: the stages' task
+        # makes it current in its own context.
+        song = tracer.start_span("song", attributes={
+            "song.id": self.spec.song_id, "parts": [p.name for p in self.spec.parts],
+            "video": self._want_video})
+        main = asyncio.create_task(self._run_all(audio, song))
+        error: BaseException | None = None
+        try:
+            while True:
+                get = asyncio.create_task(self._events.get())
+                done, _ = await asyncio.wait({get, main}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    yield get.result()
+                    continue
+                get.cancel()
+                while not self._events.empty():
+                    yield self._events.get_nowait()
+                main.result()  # raises the chain's error, if any
+                break
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if not main.done():
+                main.cancel()
+                for call in self._calls:
+                    call.cancel()
+                try:
+                    await main
+                except (asyncio.CancelledError, Exception):
+                    pass
+            self.result.wall_seconds = time.monotonic() - started
+            song.set_attribute("audio.seconds", self.result.seconds)
+            if error is not None:
+                if not isinstance(error, GeneratorExit | asyncio.CancelledError):
+                    song.record_exception(error)
+                message = error.message if isinstance(error, TabAgentError) else type(error).__name__
+                song.set_status(trace.Status(trace.StatusCode.ERROR, message))
+            song.end()
+        self._observe("song", self.result.wall_seconds)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        """Record one stage's wall time (and its real-time factor over the song's audio)."""
+        if self.stubs.metrics is not None:
+            self.stubs.metrics.observe_stage(stage, seconds, self.result.seconds or None)
 
     # -- orchestration --------------------------------------------------------------
     async def _emit(self, **kwargs: Any) -> None:
         await self._events.put(gateway_pb2.ProcessResponse(**kwargs))
 
-    async def _run_all(self, audio: AsyncIterator[np.ndarray]) -> None:
+    async def _run_all(self, audio: AsyncIterator[np.ndarray], song: trace.Span) -> None:
+        # This task's context is its own: the song span is current for every stage task.
+        with trace.use_span(song, end_on_exit=False, record_exception=False,
+                            set_status_on_exception=False):
+            await self._stages(audio)
+
+    async def _stages(self, audio: AsyncIterator[np.ndarray]) -> None:
         spec = self.spec
         sep_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS)
-        part_in = {p.name: asyncio.Queue(QUEUE_CHUNKS) for p in spec.parts}
+        part_in: dict[str, asyncio.Queue[Any]] = {p.name: asyncio.Queue(QUEUE_CHUNKS) for p in spec.parts}
         video_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS * 4)
         for p in spec.parts:
             self.result.parts[p.name] = PartResult(p, p.tuning)
@@ -148,7 +189,8 @@ class Chain:
         watch = [video_task] if video_task is not None else []
         try:
             await self._wait(core, watch)
-            self.result.rhythm = await asyncio.to_thread(tracker.result)
+            with self._stage("beats"):
+                self.result.rhythm = await asyncio.to_thread(tracker.result)
             if video_task is not None:
                 await video_in.put(video_pb2.RenderRequest(beats=_beats_message(self.result.rhythm)))
                 await video_in.put(_END)
@@ -175,14 +217,36 @@ class Chain:
                     raise exc
 
     def _call(self, rpc: Any, requests: AsyncIterator[Any], service: str) -> Any:
+        """Start a downstream stream; call it inside the stage's span (its trace parent)."""
         call = rpc(requests, timeout=self.timeout, metadata=(("x-song-id", self.spec.song_id),))
         self._calls.append(call)
         return call
 
+    @contextmanager
+    def _stage(self, stage: str, **attributes: Any) -> Iterator[trace.Span]:
+        """A stage of the song: a child span of `song` and a stage-latency sample."""
+        started = time.monotonic()
+        with tracer.start_as_current_span(stage, attributes={"song.id": self.spec.song_id, **attributes}) as span:
+            try:
+                yield span
+            finally:
+                span.set_attribute("audio.seconds", self.result.seconds)
+        self._observe(stage, time.monotonic() - started)
+
+    def _downstream_error(self, exc: grpc.RpcError, service: str, responses: int) -> TabAgentError:
+        """The error a failed downstream stream becomes, saying plainly what happened."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        if code == grpc.StatusCode.UNAVAILABLE and responses:
+            details = (exc.details() if hasattr(exc, "details") else "") or "connection lost"
+            return UpstreamError(
+                f"{service} became unavailable in the middle of song {self.spec.song_id}: the "
+                f"replica serving it went away ({details}). The song was stopped; retry it", code)
+        return from_rpc_error(exc, service)
+
     async def _feed(self, audio: AsyncIterator[np.ndarray], sep_in: asyncio.Queue[Any],
                     video_in: asyncio.Queue[Any], tracker: BeatTracker) -> None:
         offset = 0
-        with tracer.start_as_current_span("decode") as span:
+        with self._stage("decode"):
             async for block in audio:
                 chunk = pcm.make_chunk(block, SAMPLE_RATE, offset)
                 await sep_in.put(chunk)
@@ -192,7 +256,6 @@ class Chain:
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
                 await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))
-            span.set_attribute("audio.seconds", self.result.seconds)
         await sep_in.put(_END)
 
     async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
@@ -206,10 +269,12 @@ class Chain:
 
         routes: dict[str, list[str]] = {}
         stem_writers: dict[str, Any] = {}
-        call = self._call(self.stubs.separator.Separate, requests(), "separator")
-        try:
-            with tracer.start_as_current_span("separate"):
+        with self._stage("separate"):
+            call = self._call(self.stubs.separator.Separate, requests(), "separator")
+            responses = 0
+            try:
                 async for resp in call:
+                    responses += 1
                     kind = resp.WhichOneof("payload")
                     if kind == "stem":
                         stem = resp.stem
@@ -238,11 +303,11 @@ class Chain:
                         p = resp.progress
                         p.stage = "separate"
                         await self._emit(progress=p)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, "separator") from None
-        finally:
-            for w in stem_writers.values():
-                await asyncio.to_thread(w.close)
+            except grpc.RpcError as exc:
+                raise self._downstream_error(exc, "separator", responses) from None
+            finally:
+                for w in stem_writers.values():
+                    await asyncio.to_thread(w.close)
         for q in part_in.values():
             await q.put(_END)
 
@@ -259,10 +324,12 @@ class Chain:
             async for chunk in _queue_iter(chunks):
                 yield transcriber_pb2.TranscribeRequest(audio=chunk)
 
-        call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
-        try:
-            with tracer.start_as_current_span("transcribe", attributes={"part": part}):
+        with self._stage("transcribe", part=part):
+            call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
+            responses = 0
+            try:
                 async for resp in call:
+                    responses += 1
                     kind = resp.WhichOneof("payload")
                     if kind == "notes":
                         batch = resp.notes
@@ -281,8 +348,8 @@ class Chain:
                         p = resp.progress
                         p.stage, p.part = "transcribe", part
                         await self._emit(progress=p)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, "transcriber") from None
+            except grpc.RpcError as exc:
+                raise self._downstream_error(exc, f"transcriber ({part})", responses) from None
         for ready in self._bleed.end(part):
             await self._release(ready, video_in)
 
@@ -313,10 +380,12 @@ class Chain:
                 yield req
 
         path = self.workdir / "video.mp4"
-        call = self._call(self.stubs.video.Render, requests(), "video")
-        try:
-            with tracer.start_as_current_span("render"), open(path, "wb") as out:
+        with self._stage("render"), open(path, "wb") as out:
+            call = self._call(self.stubs.video.Render, requests(), "video")
+            responses = 0
+            try:
                 async for resp in call:
+                    responses += 1
                     kind = resp.WhichOneof("payload")
                     if kind == "fragment":
                         await asyncio.to_thread(out.write, resp.fragment.data)
@@ -329,8 +398,8 @@ class Chain:
                         p = resp.progress
                         p.stage = "render"
                         await self._emit(progress=p)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, "video") from None
+            except grpc.RpcError as exc:
+                raise self._downstream_error(exc, "video", responses) from None
         self.result.video_path = path
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 
 from gateway.config import GatewayConfig
-from gateway.server import Downstream, create_server
+from gateway.server import Downstream, GatewayServicer, create_server
+from tabagent.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class LocalChain:
         video: start (or use) a video renderer.
         separator_model: the separator model to load ("" = its default).
         model_dir: a local Demucs model folder.
+
+    After `start()`, `metrics` holds the ServiceMetrics of the gateway and of every
+    service started here (by name), `servers` their gRPC servers, and `servicer` the
+    gateway's servicer.
     """
 
     def __init__(self, separator_addr: str = "", transcriber_addr: str = "", video_addr: str = "",
@@ -49,6 +54,9 @@ class LocalChain:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.gateway_addr = ""
         self.models: dict[str, str] = {}
+        self.metrics: dict[str, ServiceMetrics] = {}
+        self.servers: dict[str, grpc.aio.Server] = {}
+        self.servicer: GatewayServicer | None = None
 
     def describe(self) -> str:
         where = {k: ("embedded " + v if k in self._embedded else v) for k, v in self.addrs.items() if v}
@@ -72,10 +80,13 @@ class LocalChain:
             video_addr=self.addrs["video"],
             data_dir=self._tmp.name,
         )
-        downstream = Downstream(config)
+        self.metrics["gateway"] = ServiceMetrics("gateway")
+        downstream = Downstream(config, self.metrics["gateway"])
         server, port, servicer = create_server(config, downstream, address=f"{LOOPBACK}:0")
         await server.start()
         self._servers.append(server)
+        self.servers["gateway"] = server
+        self.servicer = servicer
         self._closers.append(downstream.close)
         await downstream.wait_ready(timeout=900.0)
         await servicer.health.set_serving(True)
@@ -92,7 +103,8 @@ class LocalChain:
             changes["models"] = (self.separator_model,)
         config = dataclasses.replace(config, **changes)
         store = ModelStore.from_config(config)
-        server, port = create(config, store, address=f"{LOOPBACK}:0")
+        self.metrics["separator"] = ServiceMetrics("separator")
+        server, port = create(config, store, address=f"{LOOPBACK}:0", metrics=self.metrics["separator"])
         await self._run(server, "separator", port)
         self._closers.append(store.close)
         await store.warm()
@@ -104,7 +116,8 @@ class LocalChain:
 
         config = dataclasses.replace(TranscriberConfig.from_env(), metrics_port=0)
         holder = ModelHolder.from_config(config)
-        server, port = create(config, holder, address=f"{LOOPBACK}:0")
+        self.metrics["transcriber"] = ServiceMetrics("transcriber")
+        server, port = create(config, holder, address=f"{LOOPBACK}:0", metrics=self.metrics["transcriber"])
         await self._run(server, "transcriber", port)
         self._closers.append(holder.close)
         await holder.warm()
@@ -116,13 +129,15 @@ class LocalChain:
 
         config = dataclasses.replace(VideoConfig.from_env(), metrics_port=0)
         backend = VideoBackend(config)
-        server, port = create(config, backend, address=f"{LOOPBACK}:0")
+        self.metrics["video"] = ServiceMetrics("video")
+        server, port = create(config, backend, address=f"{LOOPBACK}:0", metrics=self.metrics["video"])
         await self._run(server, "video", port)
         await backend.warm()
 
     async def _run(self, server: grpc.aio.Server, name: str, port: int) -> None:
         await server.start()
         self._servers.append(server)
+        self.servers[name] = server
         self.addrs[name] = f"{LOOPBACK}:{port}"
         self._embedded[name] = self.addrs[name]
 
@@ -131,6 +146,7 @@ class LocalChain:
         for server in reversed(self._servers):
             await server.stop(grace=2.0)
         self._servers.clear()
+        self.servers.clear()
         for close in reversed(self._closers):
             result = close()
             if asyncio.iscoroutine(result):

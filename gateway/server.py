@@ -1,4 +1,11 @@
-"""The Gateway gRPC server: `Gateway.Process` streams a song through the chain."""
+"""The Gateway gRPC server: `Gateway.Process` streams a song through the chain.
+
+One `ServiceMetrics("gateway")` per process (`Downstream.metrics`, also
+`GatewayServicer.metrics`) records the gateway's RPCs, its queue of songs (the servicer's
+StreamLimiter) and every song's stage timings; the HTTP app serves the same registry on
+`/metrics` (`servicer.metrics.asgi_app()`), and GATEWAY_METRICS_PORT, when set, serves it
+on a port of its own.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
 
 from gateway import artifacts
 from gateway.chain import Stubs
@@ -17,6 +25,7 @@ from gateway.job import SongJob
 from gateway.spec import spec_from_config
 from tabagent import service, telemetry
 from tabagent.errors import BadConfig
+from tabagent.metrics import ServiceMetrics, start_http_server
 from tabagent.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -38,9 +47,16 @@ def open_channel(address: str) -> grpc.aio.Channel:
 
 
 class Downstream:
-    """Channels to the three services, opened once per gateway process."""
+    """Channels to the three services, opened once per gateway process.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    Args:
+        config: where the services are (`*_addr`: `host:port`, `dns:///name:port` or
+            `ipv4:a:p,b:q`; several addresses are balanced round-robin).
+        metrics: where the chain records stage timings; None creates the gateway's.
+    """
+
+    def __init__(self, config: GatewayConfig, metrics: ServiceMetrics | None = None) -> None:
+        self.metrics = metrics or ServiceMetrics("gateway")
         self.channels = {
             "separator": open_channel(config.separator_addr),
             "transcriber": open_channel(config.transcriber_addr),
@@ -51,6 +67,7 @@ class Downstream:
             separator=separator_pb2_grpc.SeparatorStub(self.channels["separator"]),
             transcriber=transcriber_pb2_grpc.TranscriberStub(self.channels["transcriber"]),
             video=video_pb2_grpc.VideoRendererStub(self.channels["video"]) if "video" in self.channels else None,
+            metrics=self.metrics,
         )
 
     async def wait_ready(self, timeout: float) -> None:
@@ -86,7 +103,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.config = config
         self.downstream = downstream
         self.health = health
+        self.metrics = downstream.metrics
         self.limiter = service.StreamLimiter(config.max_streams, config.max_queue, "gateway")
+        self.metrics.bind_limiter(self.limiter)
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
 
     @service.grpc_stream_errors("gateway")
@@ -99,6 +118,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             if first.WhichOneof("payload") != "config":
                 raise BadConfig("the first message must carry ProcessConfig, then the file's bytes")
             spec = spec_from_config(first.config, uuid.uuid4().hex)
+            trace.get_current_span().set_attribute("song.id", spec.song_id)
             job = SongJob(self.config, self.downstream.stubs, spec,
                           Path(self.config.data_dir) / "grpc" / spec.song_id, context.time_remaining())
             upload = asyncio.create_task(self._receive(request_iterator, job))
@@ -112,6 +132,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     for piece in artifacts.pieces(path):
                         yield gateway_pb2.ProcessResponse(artifact=piece)
                 yield gateway_pb2.ProcessResponse(summary=job.summary())
+                self.metrics.add_audio(job.result.seconds)
                 log.info("song %s done: %.1f s of audio in %.1f s", spec.song_id,
                          job.result.seconds, job.result.wall_seconds)
             finally:
@@ -144,8 +165,10 @@ def create_server(config: GatewayConfig, downstream: Downstream | None = None,
     Returns:
         (server, bound port, servicer).
     """
-    server, health = service.new_server([SERVICE_NAME])
-    servicer = GatewayServicer(config, downstream or Downstream(config), health)
+    downstream = downstream or Downstream(config)
+    server, health = service.new_server(
+        [SERVICE_NAME], interceptors=[downstream.metrics.interceptor()], name="gateway")
+    servicer = GatewayServicer(config, downstream, health)
     gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server)
     port = service.bind(server, address or f"{config.host}:{config.port}")
     return server, port, servicer
@@ -155,6 +178,7 @@ async def serve(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM: NOT_SERVING until every service answers."""
     telemetry.setup("tabagent-gateway")
     server, port, servicer = create_server(config)
+    http = start_http_server(config.metrics_port, servicer.metrics.registry) if config.metrics_port else None
     log.info("gateway listening on port %d", port)
 
     async def warm() -> None:
@@ -164,3 +188,6 @@ async def serve(config: GatewayConfig) -> None:
         await service.serve_until_signal(server, servicer.health, warm)
     finally:
         await servicer.downstream.close()
+        if http is not None:
+            http.close()
+        telemetry.flush()

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from separator_svc.base import SeparatorModel, StemBlocks, StemStream
@@ -32,6 +33,7 @@ from tabagent.service import (
 from tabagent.v1 import audio_pb2, separator_pb2, separator_pb2_grpc
 
 log = logging.getLogger(__name__)
+tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.Separator"
 _END = object()  # end of the request stream, in the read-ahead queue
@@ -170,8 +172,9 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         stems = model.stems_for(list(cfg.stems))
         overlap = self._overlap(cfg.overlap)
         span = trace.get_current_span()
-        span.set_attribute("tabagent.song_id", cfg.song_id)
-        span.set_attribute("tabagent.model", model.info.name)
+        span.set_attributes({"song.id": cfg.song_id, "tabagent.song_id": cfg.song_id,
+                             "tabagent.model": model.info.name, "model.name": model.info.name,
+                             "device": model.info.device})
         log.info(
             "separating song %r with %s (fallback=%s), stems %s",
             cfg.song_id, model.info.name, model.info.fallback, ",".join(stems),
@@ -212,6 +215,10 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         pending: Future[StemBlocks] | None = None
         compute = 0.0
         offset = 0
+        # Steps run in worker threads: their spans get this stream's context explicitly.
+        parent = telemetry.current_context()
+        step_attributes = {"song.id": cfg.song_id, "model.name": model.info.name,
+                           "device": model.info.device}
         try:
             ended = False
             while not ended:
@@ -231,9 +238,21 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                     )
                 frames = np.concatenate(audio) if audio else None
                 started = time.perf_counter()
-                pending = self.executor.submit(_step, stream, frames, ended)
-                out = await asyncio.wrap_future(pending)
-                pending = None
+                step = tracer.start_span("separate.step", context=parent, attributes={
+                    **step_attributes,
+                    "audio.offset": offset / stream.sample_rate,
+                    "input.seconds": (frames.shape[0] / validator.sample_rate) if frames is not None else 0.0,
+                    "final": ended,
+                })
+                segments = stream.segments
+                with trace.use_span(step, end_on_exit=True):
+                    pending = self.executor.submit(
+                        _step, stream, frames, ended, trace.set_span_in_context(step, parent)
+                    )
+                    out = await asyncio.wrap_future(pending)
+                    pending = None
+                    step.set_attributes({"audio.seconds": _frames(out) / stream.sample_rate,
+                                         "segments": stream.segments - segments})
                 took = time.perf_counter() - started
                 compute += took
                 new_seconds = _frames(out) / stream.sample_rate
@@ -300,13 +319,20 @@ def _frames(blocks: StemBlocks) -> int:
     return next(iter(blocks.values())).shape[0] if blocks else 0
 
 
-def _step(stream: StemStream, frames: np.ndarray | None, ended: bool) -> StemBlocks:
-    """One compute step in a worker thread: push what arrived, finish at the end."""
-    out = stream.push(frames) if frames is not None else stream.empty()
-    if ended:
-        rest = stream.finish()
-        out = {k: np.concatenate([out[k], rest[k]]) for k in out}
-    return out
+def _step(
+    stream: StemStream, frames: np.ndarray | None, ended: bool, context: otel_context.Context
+) -> StemBlocks:
+    """One compute step in a worker thread: push what arrived, finish at the end.
+
+    `context` (the step's span) is made current in this thread for the step, so the
+    model's segment spans become its children.
+    """
+    with telemetry.attached(context):
+        out = stream.push(frames) if frames is not None else stream.empty()
+        if ended:
+            rest = stream.finish()
+            out = {k: np.concatenate([out[k], rest[k]]) for k in out}
+        return out
 
 
 async def _read_ahead(
@@ -349,7 +375,7 @@ def create_server(
         (server, bound port).
     """
     metrics = metrics or ServiceMetrics("separator")
-    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()])
+    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()], name="separator")
     model.health = health
     model.metrics = metrics
     servicer = SeparatorServicer(config, model, health, metrics)
@@ -374,3 +400,4 @@ async def serve(config: SeparatorConfig | None = None) -> None:
         store.close()
         if http is not None:
             http.close()
+        telemetry.flush()

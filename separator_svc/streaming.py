@@ -41,12 +41,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from opentelemetry import trace
 from torch.nn import functional as F
 
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, StemBlocks, StemStream
 from separator_svc.runner import SegmentRunner
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 def overlap_weight(segment_length: int, transition_power: float = 1.0) -> torch.Tensor:
@@ -167,10 +169,20 @@ class StreamingSeparator(StemStream):
         window = torch.from_numpy(self._buf[:, lo - self._buf_start : hi - self._buf_start])
         segment = F.pad(window, (lo - start, start + seg_len - hi))
         weight = self._weight[:length]
-        for (runner, _), acc in zip(self._models, self._acc, strict=True):
-            out = runner.run(segment)  # (sources, channels, seg_len)
-            trimmed = out[self._src_idx, :, delta // 2 : delta // 2 + length]
-            acc[..., :length] += weight * trimmed
+        # A child of whatever span the calling thread made current (the server's step).
+        attributes: dict[str, str | int | float] = {
+            "audio.offset": offset / self.sample_rate,
+            "audio.seconds": length / self.sample_rate,
+            "segment.index": self.segments,
+            "models": len(self._models),
+            "device": str(self._models[0][0].device) if self._models else "",
+            "model.name": ",".join(runner.name for runner, _ in self._models),
+        }
+        with tracer.start_as_current_span("separate.segment", attributes=attributes):
+            for (runner, _), acc in zip(self._models, self._acc, strict=True):
+                out = runner.run(segment)  # (sources, channels, seg_len)
+                trimmed = out[self._src_idx, :, delta // 2 : delta // 2 + length]
+                acc[..., :length] += weight * trimmed
         self._sum_weight[:length] += weight
         self.segments += 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -73,24 +74,38 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[st
 
 
 class Health:
-    """grpc.health.v1 for one service: NOT_SERVING until the model is warm.
+    """grpc.health.v1 for one service, and what its shutdown needs to know.
 
-    The overall status ("") follows the service's; start-up and liveness are answered by
-    the server being up at all (see docs/operations.md), readiness by SERVING here.
+    Meanings (see docs/operations.md): the service's name and the overall status ("")
+    are NOT_SERVING from start-up until the model is warm, SERVING once it is (the
+    readiness and start-up probes), and NOT_SERVING again for good once a drain begins.
+    Liveness asks for "" and only fails on a process that no longer answers or drains.
+    `in_flight` counts the RPCs being worked on (health checks and reflection aside, given
+    the server's WorkCounter), so a drain knows when the streams it waits for are over.
     """
 
-    def __init__(self, server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, service_names: Sequence[str], work: WorkCounter | None = None
+    ) -> None:
         self.servicer = health.aio.HealthServicer()
         self.service_names = list(service_names)
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
         self.ready = False
+        self.draining = False
+        self.work = work
         # The aio servicer starts "" as SERVING and set() is async: seed NOT_SERVING for
         # every name now, before the server starts and before any watcher exists.
         for name in ["", *self.service_names]:
             self.servicer._server_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def set_serving(self, serving: bool) -> None:
-        """Mark every service (and the overall status) SERVING or NOT_SERVING."""
+        """Mark every service (and the overall status) SERVING or NOT_SERVING.
+
+        Ignored once a drain has begun: a model finishing its warm-up then must not
+        put a shutting-down server back into rotation.
+        """
+        if self.draining:
+            return
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -100,34 +115,91 @@ class Health:
         for name in ["", *self.service_names]:
             await self.servicer.set(name, status)
 
+    @property
+    def in_flight(self) -> int | None:
+        """RPCs being worked on now; None when the server does not count them."""
+        return self.work.count if self.work is not None else None
+
     async def shutdown(self) -> None:
-        """Tell watchers the server is going away (graceful drain follows)."""
+        """Go NOT_SERVING for good and tell watchers (the graceful drain follows)."""
         self.ready = False
+        self.draining = True
         await self.servicer.enter_graceful_shutdown()
+
+
+# Not work: probes, watchers and reflection never hold a drain back.
+_NOT_WORK = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class WorkCounter(grpc.aio.ServerInterceptor):
+    """A server interceptor counting the RPCs in progress, health and reflection aside."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or (details.method or "").startswith(_NOT_WORK):
+            return handler
+        state = self
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            inner = getattr(handler, kind)
+            if inner is None:
+                continue
+            if inspect.isasyncgenfunction(inner):
+
+                async def stream(request: Any, context: Any, inner: Any = inner) -> Any:
+                    state.count += 1
+                    try:
+                        async for response in inner(request, context):
+                            yield response
+                    finally:
+                        state.count -= 1
+
+                return handler._replace(**{kind: stream})
+
+            async def call(request: Any, context: Any, inner: Any = inner) -> Any:
+                state.count += 1
+                try:
+                    return await inner(request, context)
+                finally:
+                    state.count -= 1
+
+            return handler._replace(**{kind: call})
+        return handler
 
 
 def new_server(
     service_full_names: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    name: str | None = None,
 ) -> tuple[grpc.aio.Server, Health]:
     """Create an aio server with health (NOT_SERVING) and reflection registered.
 
+    Every RPC gets a SERVER span continuing the caller's trace and is counted in
+    `health.in_flight` (for the drain), before the given interceptors run.
+
     Args:
         service_full_names: e.g. ["tabagent.v1.Separator"].
-        interceptors: server interceptors (tracing, metrics).
+        interceptors: further server interceptors (metrics).
         max_message_bytes: largest message accepted or sent.
+        name: the service's short name on its spans (`tabagent.service`); default
+            from the first full name ("tabagent.v1.VideoRenderer" -> "video").
 
     Returns:
         (server, health); the caller adds its servicer and a port, then starts it.
     """
     from tabagent import telemetry
 
+    if name is None:
+        name = telemetry.short_name(service_full_names[0]) if service_full_names else ""
+    work = WorkCounter()
     server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(), *interceptors],
+        interceptors=[work, *telemetry.server_interceptors(name), *interceptors],
         options=[*server_options(max_message_bytes), ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS)],
     )
-    status = Health(server, service_full_names)
+    status = Health(server, service_full_names, work)
     reflection.enable_server_reflection(
         [*service_full_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
     )
@@ -200,7 +272,9 @@ class _Slot:
 
 
 def require_ready(health_state: Health, what: str) -> None:
-    """Refuse work while the model is still loading."""
+    """Refuse work while the model is still loading, or once the server drains."""
+    if health_state.draining:
+        raise NotReady(f"{what} is shutting down; retry (another replica takes the stream)")
     if not health_state.ready:
         raise NotReady(f"{what} is still loading its model; retry when health reports SERVING")
 
@@ -256,30 +330,88 @@ async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+async def drain(server: grpc.aio.Server, health_state: Health, grace: float = 30.0) -> float:
+    """Stop a server gracefully: what SIGTERM does.
+
+    Health goes NOT_SERVING at once (watchers are told), the server refuses new RPCs
+    (GOAWAY: clients move new streams to other replicas) and running streams get up to
+    `grace` seconds to finish. Health watchers (client-side health checking, a mesh) never
+    end on their own, so once the counted work is over they are cut rather than allowed
+    to hold the process for the rest of the grace period.
+
+    Args:
+        server: the running server.
+        health_state: its Health (from new_server, so it counts the work in flight).
+        grace: longest wait for running streams, in seconds; then they are cancelled.
+
+    Returns:
+        Seconds the drain took.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    log.info("draining: NOT_SERVING, refusing new streams, %d running get up to %.0f s",
+             health_state.in_flight or 0, grace)
+    await health_state.shutdown()
+    stopping = asyncio.ensure_future(server.stop(grace))
+    if health_state.in_flight is not None:
+        while not stopping.done() and health_state.in_flight > 0:
+            await asyncio.wait([stopping], timeout=0.05)
+        if not stopping.done():
+            await server.stop(None)  # only watchers are left
+    await stopping
+    took = loop.time() - started
+    log.info("drained in %.1f s", took)
+    return took
+
+
 async def serve_until_signal(
     server: grpc.aio.Server,
     health_state: Health,
     warm: Callable[[], Awaitable[None]],
     grace: float = 30.0,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Start, warm the model (health NOT_SERVING meanwhile), serve until SIGTERM/SIGINT.
 
-    On a signal: health goes NOT_SERVING so balancers stop sending, running streams get
-    `grace` seconds to finish, then the server stops.
+    On a signal (or `stop` being set) the server drains (see `drain`). A signal during
+    warm-up drains at once, without waiting for the model.
+
+    Args:
+        server: the server, not started yet.
+        health_state: its Health.
+        warm: loads and warms the model (it may set SERVING itself; it is set after).
+        grace: seconds running streams get on shutdown.
+        stop: an event that triggers the same shutdown as a signal (tests set it);
+            None creates one.
     """
     import signal
 
-    await server.start()
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
+    installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
-    await warm()
-    await health_state.set_serving(True)
-    await stop.wait()
-    log.info("shutting down: draining streams for up to %.0f s", grace)
-    await health_state.shutdown()
-    await server.stop(grace)
+    stopped = asyncio.ensure_future(stop.wait())
+    warming: asyncio.Future[None] | None = None
+    try:
+        await server.start()
+        warming = asyncio.ensure_future(warm())
+        await asyncio.wait([warming, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if warming.done():
+            warming.result()  # a failed warm-up ends the process (the pod restarts)
+            await health_state.set_serving(True)
+            await stopped
+        else:
+            log.info("stopped during warm-up")
+        await drain(server, health_state, grace)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for task in (warming, stopped):
+            if task is not None and not task.done():
+                task.cancel()
+        await server.stop(0)

@@ -9,6 +9,12 @@ stream its rows. Basic Pitch's graph treats the windows of a batch independently
 one onnxruntime intra-op thread (TRANSCRIBER_THREADS=1, the setting for batching on CPU)
 batched activations are bit-identical to unbatched ones (tested); with several threads,
 onnxruntime partitions the work by batch size and activations may differ by about 1e-7.
+
+Tracing: the caller's current span (the stream's `transcribe.model`) gets the size of
+the batch its windows ran in. A batch of several streams is a `transcribe.forward` span
+in the batcher task, parented explicitly to the first request's context and linked to
+the others' (that task was started from whichever stream came first, so its own
+context belongs to no one in particular).
 """
 
 from __future__ import annotations
@@ -17,14 +23,20 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from transcriber_svc.model import BasicPitchModel, ModelOutput
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+_Request = tuple[np.ndarray, "asyncio.Future[tuple[ModelOutput, int]]", otel_context.Context]
 
 
 class WindowRunner(Protocol):
@@ -45,17 +57,26 @@ class DirectRunner:
     Args:
         model: the warm model.
         executor: threads for the forward passes.
+        on_batch: called with the size of every forward pass (1), e.g. a histogram.
     """
 
-    def __init__(self, model: BasicPitchModel, executor: Executor) -> None:
+    def __init__(
+        self, model: BasicPitchModel, executor: Executor, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self.model = model
         self.executor = executor
+        self.on_batch = on_batch
         self.batches = 0
 
     async def run(self, windows: np.ndarray) -> ModelOutput:
         loop = asyncio.get_running_loop()
         self.batches += 1
-        return await loop.run_in_executor(self.executor, self.model.forward_each, windows)
+        trace.get_current_span().set_attribute("batch.size", 1)
+        output = await loop.run_in_executor(self.executor, self.model.forward_each, windows)
+        if self.on_batch is not None:
+            for _ in range(windows.shape[0]):
+                self.on_batch(1)
+        return output
 
     async def close(self) -> None:
         return None
@@ -69,16 +90,25 @@ class BatchingRunner:
         executor: threads for the forward passes.
         max_batch: most windows in one forward pass (a larger request runs alone).
         max_wait: longest a request waits for others to join its batch, in seconds.
+        on_batch: called with the windows of every forward pass, e.g. a histogram.
     """
 
-    def __init__(self, model: BasicPitchModel, executor: Executor, max_batch: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        model: BasicPitchModel,
+        executor: Executor,
+        max_batch: int,
+        max_wait: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         if max_batch < 1 or max_wait < 0:
             raise ValueError("max_batch must be >= 1 and max_wait >= 0")
         self.model = model
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[ModelOutput]]] = deque()
+        self.on_batch = on_batch
+        self._queue: deque[_Request] = deque()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
@@ -86,12 +116,14 @@ class BatchingRunner:
 
     async def run(self, windows: np.ndarray) -> ModelOutput:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[ModelOutput] = loop.create_future()
-        self._queue.append((windows, future))
+        future: asyncio.Future[tuple[ModelOutput, int]] = loop.create_future()
+        self._queue.append((windows, future, otel_context.get_current()))
         self._wake.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="transcriber-batcher")
-        return await future
+        output, size = await future
+        trace.get_current_span().set_attribute("batch.size", size)
+        return output
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,37 +144,46 @@ class BatchingRunner:
             batch = self._take()
             if not batch:
                 continue
-            sizes = [w.shape[0] for w, _ in batch]
+            sizes = [w.shape[0] for w, _, _ in batch]
+            total = sum(sizes)
+            links = [trace.Link(trace.get_current_span(ctx).get_span_context()) for _, _, ctx in batch[1:]]
+            span = tracer.start_span("transcribe.forward", context=batch[0][2], links=links,
+                                     attributes={"batch.size": total, "streams": len(batch),
+                                                 "model.name": self.model.info.name,
+                                                 "device": self.model.info.device})
             try:
-                output = await loop.run_in_executor(
-                    self.executor, self.model.forward, np.concatenate([w for w, _ in batch])
-                )
+                with trace.use_span(span, end_on_exit=True):
+                    output = await loop.run_in_executor(
+                        self.executor, self.model.forward, np.concatenate([w for w, _, _ in batch])
+                    )
             except Exception as exc:  # every waiting stream sees the failure
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.batches += 1
-            self.largest_batch = max(self.largest_batch, sum(sizes))
-            for (_, future), part in zip(batch, output.split(sizes), strict=True):
+            self.largest_batch = max(self.largest_batch, total)
+            if self.on_batch is not None:
+                self.on_batch(total)
+            for (_, future, _), part in zip(batch, output.split(sizes), strict=True):
                 if not future.done():
-                    future.set_result(part)
+                    future.set_result((part, total))
 
     def _pending_windows(self) -> int:
-        return sum(w.shape[0] for w, f in self._queue if not f.done())
+        return sum(w.shape[0] for w, f, _ in self._queue if not f.done())
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[ModelOutput]]]:
-        batch: list[tuple[np.ndarray, asyncio.Future[ModelOutput]]] = []
+    def _take(self) -> list[_Request]:
+        batch: list[_Request] = []
         total = 0
         while self._queue:
-            windows, future = self._queue[0]
+            windows, future, ctx = self._queue[0]
             if future.done():            # its stream was cancelled while waiting
                 self._queue.popleft()
                 continue
             if batch and total + windows.shape[0] > self.max_batch:
                 break
             self._queue.popleft()
-            batch.append((windows, future))
+            batch.append((windows, future, ctx))
             total += windows.shape[0]
         return batch
 
@@ -152,5 +193,5 @@ class BatchingRunner:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         while self._queue:
-            _, future = self._queue.popleft()
+            _, future, _ = self._queue.popleft()
             future.cancel()

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge, Histogram
 
 from tabagent import telemetry
 from tabagent.audio import ChunkValidator, StreamResampler
 from tabagent.errors import BadConfig, InvalidInput, NotReady
+from tabagent.metrics import ServiceMetrics, start_http_server
 from tabagent.service import (
     Health,
     StreamLimiter,
@@ -28,7 +30,7 @@ from tabagent.service import (
     serve_until_signal,
 )
 from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
-from transcriber_svc.basicpitch import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE
+from transcriber_svc.basicpitch import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE, HOP_SIZE, OVERLAP_LEN
 from transcriber_svc.config import TranscriberConfig
 from transcriber_svc.model import BasicPitchModel, ModelOutput
 from transcriber_svc.pipeline import NoteTracker, TrackedNotes
@@ -36,15 +38,10 @@ from transcriber_svc.request import StreamSettings, parse_config
 from transcriber_svc.runner import BatchingRunner, DirectRunner, WindowRunner
 
 log = logging.getLogger(__name__)
+tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.Transcriber"
 _END = object()  # end of the request stream, in the read-ahead queue
-
-STREAMS = Gauge("transcriber_streams_active", "Transcribe streams running")
-QUEUED = Gauge("transcriber_streams_queued", "Transcribe streams waiting for a slot")
-AUDIO_SECONDS = Counter("transcriber_audio_seconds_total", "Audio seconds transcribed", ["part"])
-NOTES = Counter("transcriber_notes_total", "Notes sent", ["part"])
-COMPUTE = Histogram("transcriber_compute_seconds", "Compute per stream step (model and decoding)")
 
 
 class ModelHolder:
@@ -70,6 +67,7 @@ class ModelHolder:
         self.model: BasicPitchModel | None = None
         self.runner: WindowRunner | None = None
         self.health: Health | None = None
+        self.metrics: ServiceMetrics | None = None
         self.executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="basic-pitch")
 
     @classmethod
@@ -95,12 +93,18 @@ class ModelHolder:
 
     async def warm(self) -> None:
         """Load and warm the model in a thread, then report SERVING."""
+        started = time.perf_counter()
         model = await asyncio.to_thread(self._load_and_warm)
+        on_batch = self.metrics.observe_batch if self.metrics is not None else None
         if self.max_batch > 1:
-            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait)
+            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait, on_batch)
         else:
-            self.runner = DirectRunner(model, self.executor)
+            self.runner = DirectRunner(model, self.executor, on_batch)
         self.model = model
+        if self.metrics is not None:
+            info = model.info
+            self.metrics.set_model(info.name, info.version, info.device,
+                                   load_seconds=time.perf_counter() - started)
         if self.health is not None:
             await self.health.set_serving(True)
 
@@ -120,11 +124,15 @@ class ModelHolder:
 class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
     """Implements Transcribe; one instance per server."""
 
-    def __init__(self, config: TranscriberConfig, holder: ModelHolder, health: Health) -> None:
+    def __init__(
+        self, config: TranscriberConfig, holder: ModelHolder, health: Health, metrics: ServiceMetrics
+    ) -> None:
         self.config = config
         self.holder = holder
         self.health = health
+        self.metrics = metrics
         self.limiter = StreamLimiter(config.max_streams, config.max_queue, name="transcriber")
+        metrics.bind_limiter(self.limiter)
         self.executor = ThreadPoolExecutor(config.max_streams, thread_name_prefix="transcribe")
 
     @grpc_stream_errors("transcriber")
@@ -136,13 +144,8 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         """First message: TranscribeConfig; then AudioChunks. See transcriber.proto."""
         require_ready(self.health, "transcriber")
         async with self.limiter.slot():
-            QUEUED.set(self.limiter.queued)
-            STREAMS.set(self.limiter.active)
-            try:
-                async for response in self._stream(request_iterator):
-                    yield response
-            finally:
-                STREAMS.set(self.limiter.active - 1)
+            async for response in self._stream(request_iterator):
+                yield response
 
     async def _stream(
         self, request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest]
@@ -153,8 +156,9 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         settings = parse_config(first.config, self.config.max_buffer_seconds)
         model, runner = self.holder.get()
         span = trace.get_current_span()
-        span.set_attribute("tabagent.song_id", settings.song_id)
-        span.set_attribute("tabagent.part", settings.part)
+        span.set_attributes({"song.id": settings.song_id, "tabagent.song_id": settings.song_id,
+                             "tabagent.part": settings.part, "model.name": model.info.name,
+                             "device": model.info.device})
         log.info(
             "transcribing %s of song %r (%s tuning %s)",
             settings.part, settings.song_id, settings.tuning.name, list(settings.tuning.strings),
@@ -168,7 +172,7 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
                 max_pitch=float(settings.tuning.highest),
             )
         )
-        async for response in self._transcribe(request_iterator, settings, runner):
+        async for response in self._transcribe(request_iterator, settings, runner, model):
             yield response
 
     async def _transcribe(
@@ -176,6 +180,7 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest],
         settings: StreamSettings,
         runner: WindowRunner,
+        model: BasicPitchModel,
     ) -> AsyncIterator[transcriber_pb2.TranscribeResponse]:
         validator = ChunkValidator(max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
@@ -185,6 +190,11 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         pending: Future[Any] | None = None
         compute = 0.0
         sent_until = 0.0
+        windows_done = 0
+        # Stages run in worker threads and the batcher: their spans get this context explicitly.
+        parent = telemetry.current_context()
+        attributes = {"song.id": settings.song_id, "part": settings.part,
+                      "model.name": model.info.name, "device": model.info.device}
         try:
             ended = False
             while not ended:
@@ -201,18 +211,30 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
                 if ended and step.resampler is None:
                     raise InvalidInput("the Transcribe stream ended without any audio")
                 started = time.perf_counter()
-                pending = self.executor.submit(step.windows, audio, ended)
-                windows = await asyncio.wrap_future(pending)
-                output = await runner.run(windows) if len(windows) else None
-                pending = self.executor.submit(step.notes, output, ended)
-                tracked = await asyncio.wrap_future(pending)
-                pending = None
+                before = tracker.audio_seconds
+                with self._stage("windows", parent, attributes, audio_offset=before) as span:
+                    pending = self.executor.submit(step.windows, audio, ended)
+                    windows = await asyncio.wrap_future(pending)
+                    pending = None
+                    span.set_attributes({"audio.seconds": tracker.audio_seconds - before,
+                                         "windows": len(windows)})
+                output = None
+                if len(windows):
+                    covered = len(windows) * HOP_SIZE / AUDIO_SAMPLE_RATE
+                    offset = max(0, windows_done * HOP_SIZE - OVERLAP_LEN // 2) / AUDIO_SAMPLE_RATE
+                    with self._stage("model", parent, attributes, audio_offset=offset,
+                                     audio_seconds=covered, windows=len(windows)):
+                        output = await runner.run(windows)
+                    windows_done += len(windows)
+                with self._stage("notes", parent, attributes, audio_offset=tracker.decoded_seconds):
+                    pending = self.executor.submit(step.notes, output, ended)
+                    tracked = await asyncio.wrap_future(pending)
+                    pending = None
                 took = time.perf_counter() - started
                 compute += took
-                COMPUTE.observe(took)
+                self.metrics.observe_stage("transcribe", took, (tracker.audio_seconds - before) or None)
                 if tracked.notes or tracked.out_of_range or tracked.final_until > sent_until:
                     sent_until = max(sent_until, tracked.final_until)
-                    NOTES.labels(settings.part).inc(len(tracked.notes))
                     yield _note_batch(settings.part, tracked, sent_until)
                 yield transcriber_pb2.TranscribeResponse(
                     progress=audio_pb2.Progress(
@@ -222,7 +244,7 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
                         total_seconds=tracker.audio_seconds if ended else 0.0,
                     )
                 )
-            AUDIO_SECONDS.labels(settings.part).inc(tracker.audio_seconds)
+            self.metrics.add_audio(tracker.audio_seconds)
             log.info(
                 "transcribed %s of song %r: %.1f s, %d notes, %d out of range, %.2f s compute (%d/%d cuts forced)",
                 settings.part, settings.song_id, tracker.audio_seconds, tracker.notes_out,
@@ -245,6 +267,29 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
                 # is not handed to a new stream while this one still computes.
                 await asyncio.wait([asyncio.wrap_future(pending)])
             await asyncio.gather(reader, return_exceptions=True)
+
+    @contextmanager
+    def _stage(
+        self,
+        stage: str,
+        parent: otel_context.Context,
+        attributes: dict[str, Any],
+        audio_offset: float,
+        audio_seconds: float | None = None,
+        windows: int | None = None,
+    ) -> Iterator[trace.Span]:
+        """One stage of a step: a `transcribe.<stage>` span (child of the stream's span,
+        current for the block, so the batcher can find it) and a stage-latency sample."""
+        extra: dict[str, Any] = {"audio.offset": audio_offset}
+        if audio_seconds is not None:
+            extra["audio.seconds"] = audio_seconds
+        if windows is not None:
+            extra["windows"] = windows  # the runner adds the batch size they ran in
+        span = tracer.start_span(f"transcribe.{stage}", context=parent, attributes={**attributes, **extra})
+        started = time.perf_counter()
+        with trace.use_span(span, end_on_exit=True):
+            yield span
+        self.metrics.observe_stage(stage, time.perf_counter() - started, audio_seconds)
 
 
 class _Step:
@@ -306,7 +351,10 @@ async def _read_ahead(
 
 
 def create_server(
-    config: TranscriberConfig, model: ModelHolder, address: str | None = None
+    config: TranscriberConfig,
+    model: ModelHolder,
+    address: str | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the transcriber server (health NOT_SERVING until `model.warm()` completes).
 
@@ -314,13 +362,16 @@ def create_server(
         config: settings.
         model: the ModelHolder to serve; `await model.warm()` after `server.start()`.
         address: bind address; default `config.host:config.port` (port 0 picks one).
+        metrics: where to record metrics; None keeps them in a private registry.
 
     Returns:
         (server, bound port).
     """
-    server, health = new_server([SERVICE_NAME])
+    metrics = metrics or ServiceMetrics("transcriber")
+    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()], name="transcriber")
     model.health = health
-    servicer = TranscriberServicer(config, model, health)
+    model.metrics = metrics
+    servicer = TranscriberServicer(config, model, health, metrics)
     transcriber_pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
     port = bind(server, address or f"{config.host}:{config.port}")
     return server, port
@@ -330,15 +381,16 @@ async def serve(config: TranscriberConfig | None = None) -> None:
     """Run the transcriber until SIGTERM/SIGINT: start, warm the model, serve, drain."""
     config = config or TranscriberConfig.from_env()
     telemetry.setup("tabagent-transcriber")
-    if config.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(config.metrics_port)
+    metrics = ServiceMetrics("transcriber")
+    http = start_http_server(config.metrics_port, metrics.registry) if config.metrics_port else None
     holder = ModelHolder.from_config(config)
-    server, port = create_server(config, holder)
+    server, port = create_server(config, holder, metrics=metrics)
     log.info("transcriber listening on %s:%d", config.host, port)
     assert holder.health is not None
     try:
         await serve_until_signal(server, holder.health, holder.warm, grace=config.grace)
     finally:
         await holder.close()
+        if http is not None:
+            http.close()
+        telemetry.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -31,6 +32,7 @@ from video_svc.session import RenderSession
 from video_svc.spec import RenderSpec
 
 log = logging.getLogger(__name__)
+tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.VideoRenderer"
 
@@ -101,6 +103,9 @@ class VideoRendererServicer(video_pb2_grpc.VideoRendererServicer):
         span = trace.get_current_span()
         span.set_attribute("tabagent.song_id", spec.song_id)
         span.set_attribute("tabagent.video.size", f"{spec.width}x{spec.height}@{spec.fps}")
+        # Steps run in worker threads: their spans get this stream's context explicitly.
+        parent = telemetry.current_context()
+        background = self.backend.info(spec.diffusion)
         session = RenderSession(spec, self.backend, self.config)
         inbox = _Inbox()
         reader = asyncio.create_task(inbox.fill(request_iterator))
@@ -113,9 +118,17 @@ class VideoRendererServicer(video_pb2_grpc.VideoRendererServicer):
                 if inbox.error is not None:
                     raise Cancelled(f"the client stream failed: {inbox.error}")
                 before = session.next_frame
+                started_ns = time.time_ns()
                 pending = self.executor.submit(session.step, messages, ended, stop)
                 responses = await asyncio.wrap_future(pending)
                 pending = None
+                if session.next_frame > before:  # one span per step that drew frames
+                    tracer.start_span("render.step", context=parent, start_time=started_ns, attributes={
+                        "song.id": spec.song_id, "batch.size": session.next_frame - before,
+                        "audio.offset": session.song_time(before),
+                        "audio.seconds": (session.next_frame - before) / spec.fps,
+                        "model.name": background.name, "device": background.device,
+                    }).end()
                 for response in responses:
                     yield response
                 if session.next_frame == before and not session.done and not session.backlog:
