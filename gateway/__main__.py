@@ -1,11 +1,11 @@
-"""`python -m gateway`: run the Gateway server with settings from the environment."""
+"""`python -m gateway`: run the gateway (gRPC and the HTTP API) with settings from the environment."""
 
 import asyncio
 import logging
 import os
 
 from gateway.config import GatewayConfig
-from gateway.server import serve
+from gateway.serve import serve
 
 
 def main() -> None:

@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
 from tabagent import service, telemetry
 from tabagent.client._config import FILE_PIECE
-from tabagent.client._events import Artifact, Event, VideoFragment, convert
-from tabagent.errors import error_for_status
+from tabagent.client._events import Artifact, Done, Event, VideoFragment, convert
+from tabagent.errors import InvalidInput, UpstreamError, error_for_status
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 # Codes after which a retry is safe: the gateway refused the song before doing any work.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+MAX_BACKOFF = 8.0
+CORE_INTERNAL = "Internal error from Core"   # grpc.aio's status when a write fails
+
+
+def backoff_delay(attempt: int, base: float) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): exponential, capped, with jitter.
+
+    The jitter (between half and all of the exponential step) keeps many clients refused
+    at once from coming back at once.
+    """
+    step = min(MAX_BACKOFF, base * 2 ** attempt)
+    return step * (0.5 + random.random() / 2)
+
+
+class _Attempt:
+    """One call: whether the gateway answered at all (after that, a retry could repeat
+    work), and whether the call is over (the request iterator stops)."""
+
+    answered = False
+    ended = False
 
 
 class AsyncClient:
@@ -30,16 +52,25 @@ class AsyncClient:
         retries: attempts after a refusal (UNAVAILABLE / RESOURCE_EXHAUSTED before any
             response), with exponential backoff; never after work has started.
         timeout: deadline in seconds for a whole song (None = none).
+        backoff: the first retry waits about this long, doubling each time (at most 8 s).
+
+    Example:
+        async with AsyncClient("localhost:50050") as client:
+            async for event in client.process("song.mp3", process_config(), out_dir="out"):
+                if isinstance(event, Notes):
+                    print(event.part, len(event.notes), "notes up to", event.final_until)
     """
 
     def __init__(self, address: str = "localhost:50050", channel: grpc.aio.Channel | None = None,
-                 retries: int = 3, timeout: float | None = None) -> None:
+                 retries: int = 3, timeout: float | None = None, *, backoff: float = 0.5) -> None:
         self._own = channel is None
         self._channel = channel or grpc.aio.insecure_channel(
             address, options=service.channel_options(), interceptors=telemetry.client_interceptors())
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         self.retries = retries
         self.timeout = timeout
+        self.backoff = backoff
+        self.attempts = 0  # calls made by the last process() (1 + retries used)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -48,51 +79,73 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the channel (only when this client opened it)."""
         if self._own:
             await self._channel.close()
 
     async def process(self, path: str | Path, config: gateway_pb2.ProcessConfig,
-                      out_dir: str | Path | None = None) -> AsyncIterator[Event]:
+                      out_dir: str | Path | None = None) -> AsyncGenerator[Event, None]:
         """Send a file and yield events until the song is done.
 
         Artifacts are written into `out_dir` when given (video.mp4 from the live video
         fragments), else returned in memory as `Artifact.data`.
 
         Raises:
-            tabagent.errors.TabAgentError: the subclass matching the gateway's status.
+            tabagent.errors.TabAgentError: the subclass matching the gateway's status
+                (InvalidInput and its subclasses for a bad file or config, Overloaded when
+                the gateway stayed busy through every retry, DeadlineExceeded, ...).
         """
         path = Path(path)
+        if not path.is_file():
+            raise InvalidInput(f"{path}: no such file")
         outdir = Path(out_dir) if out_dir is not None else None
-        attempt = 0
+        self.attempts = 0
         while True:
-            got_any = False
+            self.attempts += 1
+            attempt = _Attempt()
             try:
-                async for event in self._once(path, config, outdir):
-                    got_any = True
+                async for event in self._once(path, config, outdir, attempt):
                     yield event
                 return
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-                if not got_any and code in RETRYABLE and attempt < self.retries:
-                    attempt += 1
-                    delay = min(8.0, 0.5 * 2 ** attempt)
-                    log.info("gateway refused (%s), retry %d in %.1f s", code.name, attempt, delay)
+                details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+                if not attempt.answered and code in RETRYABLE and self.attempts <= self.retries:
+                    delay = backoff_delay(self.attempts, self.backoff)
+                    log.info("gateway refused the song (%s: %s); retry %d of %d in %.1f s",
+                             code.name, details, self.attempts, self.retries, delay)
                     await asyncio.sleep(delay)
                     continue
-                raise error_for_status(code, exc.details() or str(exc)) from None
+                if code == grpc.StatusCode.INTERNAL and details == CORE_INTERNAL and attempt.answered:
+                    raise UpstreamError(
+                        "the gateway ended the song while the file was still being sent, and grpc lost "
+                        "its reason (grpc/grpc#36066); the gateway's log has it", code) from None
+                raise error_for_status(code, details) from None
 
     async def _once(self, path: Path, config: gateway_pb2.ProcessConfig,
-                    outdir: Path | None) -> AsyncIterator[Event]:
+                    outdir: Path | None, attempt: _Attempt) -> AsyncIterator[Event]:
+        # The file's bytes wait for the gateway's first answer (Started): a refusal (busy,
+        # not ready, bad config) then ends a call that has nothing in flight. A write racing
+        # the server's status makes grpc.aio report INTERNAL "Internal error from Core"
+        # instead of the real status (grpc/grpc#36066), which would defeat safe retries.
+        accepted = asyncio.Event()
+
         async def requests() -> AsyncIterator[gateway_pb2.ProcessRequest]:
             yield gateway_pb2.ProcessRequest(config=config)
+            await accepted.wait()
+            if attempt.ended:
+                return
             with open(path, "rb") as f:
-                while data := await asyncio.to_thread(f.read, FILE_PIECE):
+                while not attempt.ended and (data := await asyncio.to_thread(f.read, FILE_PIECE)):
                     yield gateway_pb2.ProcessRequest(data=data)
 
         assembler = _Assembler(outdir)
         call = self._stub.Process(requests(), timeout=self.timeout)
         try:
             async for resp in call:
+                if not attempt.answered:
+                    attempt.answered = True
+                    accepted.set()
                 if resp.WhichOneof("payload") == "artifact":
                     done = assembler.add(resp.artifact)
                     if done is not None:
@@ -106,12 +159,14 @@ class AsyncClient:
                         yield video
                     continue
                 if event is not None:
-                    if type(event).__name__ == "Done":
+                    if isinstance(event, Done):
                         video = assembler.finish_video()
                         if video is not None:
                             yield video
                     yield event
         finally:
+            attempt.ended = True
+            accepted.set()  # lets a request iterator still waiting finish
             call.cancel()
             assembler.close()
 
@@ -124,26 +179,28 @@ class _Assembler:
         if outdir is not None:
             outdir.mkdir(parents=True, exist_ok=True)
         self.buffers: dict[str, bytearray] = {}
-        self.files: dict[str, object] = {}
+        self.files: dict[str, BinaryIO] = {}
         self.sizes: dict[str, int] = {}
-        self._video_file = None
+        self._video_file: BinaryIO | None = None
         self._video_bytes: bytearray | None = None
         self._video_size = 0
 
     def add(self, piece: gateway_pb2.Artifact) -> Artifact | None:
         name = Path(piece.name).name  # never a path from the wire
+        if name in ("", ".", ".."):
+            raise UpstreamError(f"the gateway sent an artifact named {piece.name!r}", grpc.StatusCode.INTERNAL)
         if self.outdir is not None:
             f = self.files.get(name)
             if f is None:
                 f = self.files[name] = open(self.outdir / name, "wb")  # noqa: SIM115
-            f.write(piece.data)  # type: ignore[attr-defined]
+            f.write(piece.data)
         else:
             self.buffers.setdefault(name, bytearray()).extend(piece.data)
         self.sizes[name] = self.sizes.get(name, 0) + len(piece.data)
         if not piece.last:
             return None
         if self.outdir is not None:
-            self.files.pop(name).close()  # type: ignore[attr-defined]
+            self.files.pop(name).close()
             return Artifact(name, piece.content_type, self.sizes[name], path=self.outdir / name)
         return Artifact(name, piece.content_type, self.sizes[name], data=bytes(self.buffers.pop(name)))
 
@@ -172,7 +229,7 @@ class _Assembler:
 
     def close(self) -> None:
         for f in self.files.values():
-            f.close()  # type: ignore[attr-defined]
+            f.close()
         self.files.clear()
         if self._video_file is not None:
             self._video_file.close()
