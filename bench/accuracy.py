@@ -238,21 +238,24 @@ def report(rows: list[Row], command: str) -> str:
         "over (shape, hand position) for the whole piece (or with a fixed lag when streaming).",
         "Costs: position shifts (cheaper along one string and after rests), string crossings,",
         "hand height, stretches and four-finger shapes, muted strings inside a strum, crossed",
-        "voices, a bonus for standard shapes (open chords, CAGED barres, power chords) and for",
-        "a chord shape moved along the same strings, open strings favoured in first position in",
+        "voices, a bonus for standard shapes (open chords, CAGED barres, power chords, two-note",
+        "power-chord and octave pairs) and for a chord shape moved along the same strings, open",
+        "strings favoured in first position in",
         "keys played there (local key from a Krumhansl profile), the same string for a",
         "repeated pitch, legato marks kept on one string, and a heavy cost for taking a string",
-        "whose note still sounds. The weights differ for bass (freer shifts, open strings in",
-        "any key).",
+        "whose note still sounds. The weights were fitted on the dev songs of",
+        "`bench/human_tabs.py` (real tabs; see the human-tab section below). Bass weights differ:",
+        "a line stays on one of the low strings, shifts cost only their distance, and open strings",
+        "are used in any key while the hand is low.",
         "",
         "## Reading the numbers",
         "",
         "- The reference fingerings are the ones a player would write; where two fingerings are",
         "  equally idiomatic (a riff in open position or at the fifth fret) the engine may pick",
         "  the other, which counts as a miss here.",
-        "- Bass weights follow what most bass tabs do (the lowest fret, open strings in any",
-        "  key); the bass pieces that play D and G at the fifth fret in position are where the",
-        "  engine and the reference differ.",
+        "- Bass weights follow what real bass tabs do (a line kept on the E and A strings, open",
+        "  strings in any key); the written bass pieces that cross to an open string where",
+        "  tabbers stay on the string are where the engine and the reference differ.",
         "- The synthesised audio is clean, one instrument per piece; real recordings, separated",
         "  stems and distorted tones transcribe less well. Basic Pitch's extra notes (octaves and",
         "  harmonics of the synthetic voices) lower precision, and the fingering of",
@@ -260,6 +263,16 @@ def report(rows: list[Row], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _keep_human_tabs(path: Path, text: str) -> str:
+    """Carry over the section bench/human_tabs.py wrote into the file, if any."""
+    start, end = "<!-- human-tabs:start -->", "<!-- human-tabs:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if start not in old or end not in old:
+        return text
+    section = start + old.split(start, 1)[1].split(end, 1)[0] + end
+    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python bench/accuracy.py" + (" --no-transcribe" if args.no_transcribe else "")
     text = report(rows, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = _keep_human_tabs(args.out, text)
     args.out.write_text(text, encoding="utf-8")
     total = sum(r.notes for r in rows)
     logger.info(

@@ -51,19 +51,18 @@ async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
     from tabagent.client import AsyncClient, Notes, process_config
 
     out: dict[str, dict[str, list[Note]]] = {}
-    async with LocalChain(video=False) as chain:
-        async with AsyncClient(chain.gateway_addr) as client:
-            for mix in mixes:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / f"{mix.name}.wav"
-                    synth.write_wav(str(path), mix.audio)
-                    parts: dict[str, list[Note]] = {"guitar": [], "bass": []}
-                    t0 = time.monotonic()
-                    async for event in client.process(path, process_config(filename=path.name), Path(tmp) / "out"):
-                        if isinstance(event, Notes):
-                            parts[event.part].extend(event.notes)
-                    print(f"  {mix.name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
-                    out[mix.name] = parts
+    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr) as client:
+        for mix in mixes:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{mix.name}.wav"
+                synth.write_wav(str(path), mix.audio)
+                parts: dict[str, list[Note]] = {"guitar": [], "bass": []}
+                t0 = time.monotonic()
+                async for event in client.process(path, process_config(filename=path.name), Path(tmp) / "out"):
+                    if isinstance(event, Notes):
+                        parts[event.part].extend(event.notes)
+                print(f"  {mix.name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                out[mix.name] = parts
     return out
 
 

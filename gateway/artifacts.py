@@ -46,6 +46,7 @@ class StemWriter:
         self.stream = self.container.add_stream("flac", rate=sample_rate, layout="stereo")
         self.sample_rate = sample_rate
         self.pts = 0
+        self.closed = False
 
     def write(self, samples: np.ndarray) -> None:
         frames = samples if samples.shape[1] == 2 else np.repeat(samples, 2, axis=1)
@@ -58,12 +59,12 @@ class StemWriter:
             self.container.mux(packet)
 
     def close(self) -> None:
-        if self.container is None:
+        if self.closed:
             return
         for packet in self.stream.encode(None):
             self.container.mux(packet)
         self.container.close()
-        self.container = None
+        self.closed = True
 
 
 def parts_of(result: SongResult) -> dict[str, tuple[Tuning, list[Note]]]:
@@ -117,7 +118,7 @@ def write_all(result: SongResult, outdir: Path, names: list[str] | None = None) 
             written.append(path)
     if result.video_path is not None and (not names or "video.mp4" in wanted):
         written.append(result.video_path)
-    for stem, path in sorted(result.stem_paths.items()):
+    for _stem, path in sorted(result.stem_paths.items()):
         if not names or path.name in wanted:
             written.append(path)
     return written

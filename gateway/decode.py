@@ -279,12 +279,12 @@ class StreamingDecoder:
             # MP4/M4A may keep its index at the end: decode once fully uploaded.
             self.spool.wait_complete()
             try:
-                return av.open(str(self.spool.path)), True
+                return av.open(str(self.spool.path), "r"), True
             except av.error.FFmpegError as exc:
                 raise self._unreadable(head, exc) from None
         reader = _GrowingReader(self.spool)
         try:
-            return av.open(reader, options={"probesize": str(PROBE_BYTES)}), False
+            return av.open(reader, "r", options={"probesize": str(PROBE_BYTES)}), False
         except av.error.FFmpegError as exc:
             reader.close()
             if self.spool.complete:
@@ -317,12 +317,11 @@ class StreamingDecoder:
             self.stats.source_channels = int(ctx.channels or 0)
             self.stats.codec = ctx.name or ""
             self.stats.container = container.format.name if container.format else ""
-            if seekable and container.duration and self.max_seconds:
-                if container.duration / 1e6 > self.max_seconds:
-                    raise AudioTooLong(
-                        f"the song is {container.duration / 1e6:.0f} s long; the limit is "
-                        f"{self.max_seconds:.0f} s"
-                    )
+            declared = container.duration / 1e6 if seekable and container.duration else 0.0
+            if self.max_seconds and declared > self.max_seconds:
+                raise AudioTooLong(
+                    f"the song is {declared:.0f} s long; the limit is {self.max_seconds:.0f} s"
+                )
             resampler = av.AudioResampler(format="flt", layout="stereo", rate=SAMPLE_RATE)
             pending: list[np.ndarray] = []
             pending_frames = 0

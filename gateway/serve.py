@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.server import create_server
 from tabagent import metrics as tabmetrics
-from tabagent import telemetry
+from tabagent import service, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ async def serve(config: GatewayConfig, grace: float = GRACE_SECONDS) -> None:
             raise SystemExit("the HTTP server stopped unexpectedly")
         log.info("shutting down: draining streams and jobs for up to %.0f s", grace)
     finally:
-        await servicer.health.shutdown()
-        await asyncio.gather(server.stop(grace), app.state.stop_jobs())
+        await asyncio.gather(service.drain(server, servicer.health, grace), app.state.stop_jobs())
         http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
         await servicer.downstream.close()

@@ -25,7 +25,7 @@ from gateway.job import SongJob
 from gateway.spec import spec_from_config
 from tabagent import service, telemetry
 from tabagent.errors import BadConfig
-from tabagent.metrics import ServiceMetrics, start_http_server
+from tabagent.metrics import ServiceMetrics
 from tabagent.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -172,22 +172,3 @@ def create_server(config: GatewayConfig, downstream: Downstream | None = None,
     gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server)
     port = service.bind(server, address or f"{config.host}:{config.port}")
     return server, port, servicer
-
-
-async def serve(config: GatewayConfig) -> None:
-    """Run the gateway until SIGTERM: NOT_SERVING until every service answers."""
-    telemetry.setup("tabagent-gateway")
-    server, port, servicer = create_server(config)
-    http = start_http_server(config.metrics_port, servicer.metrics.registry) if config.metrics_port else None
-    log.info("gateway listening on port %d", port)
-
-    async def warm() -> None:
-        await servicer.downstream.wait_ready(timeout=600.0)
-
-    try:
-        await service.serve_until_signal(server, servicer.health, warm)
-    finally:
-        await servicer.downstream.close()
-        if http is not None:
-            http.close()
-        telemetry.flush()

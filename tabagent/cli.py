@@ -140,10 +140,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if not args.no_video:
         env.setdefault("VIDEO_ADDR", f"{host}:{env.get('VIDEO_PORT', '50053')}")
     modules = ["separator_svc", "transcriber_svc"] + ([] if args.no_video else ["video_svc"]) + ["gateway"]
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     for module in modules:
-        procs.append(subprocess.Popen([sys.executable, "-m", module], env=env))
-        print(f"started {module} (pid {procs[-1].pid})", file=sys.stderr)
+        procs[module] = subprocess.Popen([sys.executable, "-m", module], env=env)
+        print(f"started {module} (pid {procs[module].pid})", file=sys.stderr)
     print(f"gateway gRPC on :{env.get('GATEWAY_PORT', '50050')}, HTTP on :{env.get('GATEWAY_HTTP_PORT', '8080')};"
           " Ctrl-C stops everything", file=sys.stderr)
     stop = False
@@ -157,18 +157,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
     code = 0
     try:
         while not stop:
-            for p in procs:
+            for module, p in procs.items():
                 if p.poll() is not None:
-                    print(f"process {p.args[-1]} exited with {p.returncode}; stopping", file=sys.stderr)
+                    print(f"{module} exited with {p.returncode}; stopping", file=sys.stderr)
                     code = p.returncode or 1
                     stop = True
             time.sleep(0.5)
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 40
-        for p in procs:
+        for p in procs.values():
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

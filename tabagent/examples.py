@@ -99,7 +99,7 @@ def make_song(seconds: float = 20.0, bpm: float = 100.0, drums: bool = True, see
                 guitar.append(_note(GUITAR_OPEN, s, f, start, start + beat * 0.45, float(rng.uniform(0.6, 0.9))))
         else:
             # Two strums of the full shape per bar, a few ms between strings.
-            for k, when in enumerate((0.0, 2 * beat)):
+            for when in (0.0, 2 * beat):
                 for j, (s, f) in enumerate(shape):
                     start = t0 + when + 0.012 * j
                     guitar.append(_note(GUITAR_OPEN, s, f, start, t0 + when + 1.8 * beat, float(rng.uniform(0.55, 0.8))))

@@ -73,6 +73,7 @@ class _Context:
     last_string: np.ndarray   # (128,) string each pitch was last played on, -1 if never
     last_time: np.ndarray     # (128,) when
     prev_strings: dict[int, int]  # pitch -> string in the previous event
+    onset: float | None = None    # the previous event's onset
 
     @classmethod
     def start(cls, n_strings: int) -> _Context:
@@ -85,6 +86,7 @@ class _Context:
         shape = event.shapes[shape_index]
         ctx = copy.deepcopy(self)
         ctx.p = p
+        ctx.onset = event.onset
         ctx.centroid = float(np.mean(shape.strings))
         ctx.prev_strings = {}
         for note, s in zip(event.notes, shape.strings, strict=True):
@@ -103,13 +105,14 @@ class _Layer:
         ps: list[int] = []
         costs: list[float] = []
         top = max(tuning.frets, 1)
+        height = weights.height if len(event.notes) > 1 else weights.line_height
         for k, shape in enumerate(event.shapes):
             lo, hi = (shape.p_lo, shape.p_hi) if shape.p_lo else (1, top)
             for p in range(lo, hi + 1):
                 shape_ix.append(k)
                 ps.append(p)
                 costs.append(
-                    shape.cost + weights.height * (p - 1) + shape.n_open * _open_cost(p, event.open_key, weights)
+                    shape.cost + height * (p - 1) + shape.n_open * _open_cost(p, event.open_key, weights)
                 )
         self.event = event
         self.shape = np.array(shape_ix, dtype=np.int32)
@@ -150,7 +153,7 @@ class _Search:
         last_time = start.last_time[None, :].copy()
         prev_pitches = list(start.prev_strings)
         prev_note_strings = np.array([[start.prev_strings[q] for q in prev_pitches]], dtype=np.int32)
-        prev_onset: float | None = None
+        prev_onset = start.onset
         acc = np.zeros(1)
         back: list[np.ndarray] = []
         layers: list[_Layer] = []
@@ -170,7 +173,8 @@ class _Search:
                 move = np.where(along, move * w.slide_shift, move)
             move[prev_p < 0, :] = 0.0
             cost += move
-            cross = np.abs(prev_centroid[:, None] - layer.centroid[None, :]) * w.crossing
+            line = len(event.notes) == 1 and len(prev_pitches) == 1
+            cross = np.abs(prev_centroid[:, None] - layer.centroid[None, :]) * (w.line_crossing if line else w.crossing)
             cross[prev_centroid < 0, :] = 0.0
             cost += cross
             # A string still sounding: taking it cuts that note short.
@@ -344,8 +348,8 @@ class StreamingFingerer:
     def __init__(
         self,
         tuning: Tuning,
-        lag_seconds: float = 6.0,
-        lag_events: int = 24,
+        lag_seconds: float = 8.0,
+        lag_events: int = 32,
         weights: Weights | None = None,
     ) -> None:
         self.tuning = tuning

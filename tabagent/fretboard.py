@@ -56,7 +56,8 @@ class Weights:
     one event's shape to the next.
     """
 
-    height: float = 0.01          # per fret of hand position above the first, per event
+    height: float = 0.01          # per fret of hand position above the first, per chord
+    line_height: float = 0.01     # the same for a single note
     open_low: float = -0.1        # an open string while the hand is in first position
     open_position: int = 1        # highest hand position where open strings are natural
     open_mid: float = 0.1         # an open string just above it
@@ -67,6 +68,7 @@ class Weights:
     inversion: float = 3.0        # a higher note on a lower string
     four_fingers: float = 0.15
     template: float = -0.7        # a standard chord shape
+    dyad: float = 0.0             # a power-chord or octave pair on neighbouring strings
     shift: float = 1.3            # any position change
     shift_per_fret: float = 0.22
     slide_shift: float = 0.5      # factor on a shift that follows the line along its string
@@ -74,27 +76,47 @@ class Weights:
     repeat_string: float = 0.6    # the same pitch on another string than last time
     repeat_window: float = 8.0
     crossing: float = 0.15        # per string of movement between events
+    line_crossing: float = 0.15   # the same between two single notes
     parallel: float = -2.5        # the previous chord's shape moved along the same strings
     legato_string: float = 4.0    # hammer-on/pull-off/slide off the previous note's string
     bend_open: float = 6.0        # a bend on an open string
     open_off_key: float = 0.2     # an open string in first position in a key not played there
-    string_height: float = 0.0    # per fourth above `low_strings` of the note's open string
-    low_strings: int = 33         # open strings up to this pitch (A1) cost nothing
+    string_height: float = 0.0    # per fourth of the note's open string above the free low strings
+    low_strings: int = 0          # semitones above the lowest open string that cost nothing
     high_fret: float = 0.0        # per fret above `high_from`, per fretted note
     high_from: int = 7
 
 
-GUITAR = Weights()
+# Fitted on the dev songs of bench/human_tabs.py, kept where the synthetic pieces and the
+# streaming search agree: power-chord and octave pairs held as one shape, long shifts
+# dearer than short ones, muted strings inside a strum avoided.
+GUITAR = Weights(
+    dyad=-1.0,
+    shift_per_fret=0.4,
+    skip=2.0,
+)
 BASS = Weights(
-    # Bass players shift more freely than guitarists and use open strings in any key.
+    # Fitted on the dev songs of bench/human_tabs.py. Bass players keep a line on the low
+    # strings (E and A; a 5-string's B and E) and on one string rather than crossing, slide
+    # the hand freely along the neck (a shift costs only its distance), and use open
+    # strings in any key while the hand is low.
     height=0.1,
-    shift=0.8,
+    line_height=0.0,
+    shift=0.0,
+    slide_shift=1.0,
     stretch=1.2,
     big_stretch=3.0,
     template=0.0,
-    open_low=-0.15,
-    open_off_key=0.0,
-    high_fret=0.08,
+    open_low=-0.025,
+    open_position=3,
+    open_mid=-0.1,
+    open_high=0.0,
+    open_off_key=-0.025,
+    line_crossing=0.3,
+    string_height=0.1,
+    low_strings=5,
+    high_fret=0.04,
+    high_from=6,
 )
 
 
@@ -185,6 +207,16 @@ def _matches_template(strings: Sequence[int], frets: Sequence[int], templates: l
     return False
 
 
+def _power_dyad(pitches: Sequence[int], strings: Sequence[int], frets: Sequence[int]) -> bool:
+    """A fifth, fourth or octave held as one compact shape, as in power-chord riffs."""
+    (low, high) = sorted(range(2), key=lambda i: pitches[i])
+    interval = pitches[high] - pitches[low]
+    apart = strings[high] - strings[low]
+    if interval not in (5, 7, 12) or not 0 < apart <= (2 if interval == 12 else 1):
+        return False
+    return 0 <= frets[high] - frets[low] <= 2
+
+
 def _fingers(fretted: list[int]) -> int:
     """Fingers needed: the index may barre the lowest fret; three or more on one fret barre."""
     if not fretted:
@@ -237,10 +269,12 @@ def _static_cost(
                 cost += weights.inversion
         if weights.template and _matches_template(strings, frets, templates):
             cost += weights.template
+        if weights.dyad and len(strings) == 2 and _power_dyad(pitches, strings, frets):
+            cost += weights.dyad
     cost += sum(weights.bend_open for f, b in zip(frets, bends, strict=True) if b and f == 0)
     if weights.string_height:
-        opens = [tuning.sounding[s] - tuning.capo for s in strings]
-        cost += weights.string_height * sum(max(0, o - weights.low_strings) / 5 for o in opens)
+        free = min(tuning.strings) + weights.low_strings
+        cost += weights.string_height * sum(max(0, tuning.strings[s] - free) / 5 for s in strings)
     cost += weights.high_fret * sum(max(0, f - weights.high_from) for f in frets)
     return cost, p_lo, p_hi
 

@@ -249,7 +249,10 @@ def test_cli_json_and_midi(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run(_args(instrument="bass", midi=path), io.StringIO(""), out) == 0
     result = json.loads(out.getvalue())
-    assert [n["string"] for n in result["notes"]] == [0, 1, 2, -1] and len(result["out_of_range"]) == 1
+    tuning = tunings.standard("bass").strings
+    placed = [(n["pitch"], n["string"], n["fret"]) for n in result["notes"]]
+    assert all(s >= 0 and tuning[s] + f == p for p, s, f in placed[:3]) and placed[3][1:] == (-1, -1)
+    assert len(result["out_of_range"]) == 1
     assert run(_args(), io.StringIO("not json"), io.StringIO()) == 2
     assert run(_args(tuning="banjo"), io.StringIO('{"notes": []}'), io.StringIO()) == 2
 
