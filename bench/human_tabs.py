@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import logging
 import os
 import subprocess
@@ -170,6 +171,9 @@ def variants(tracks: Sequence[HumanTrack]) -> list[HumanTrack]:
     return out
 
 
+_LAG = tuple(inspect.signature(StreamingFingerer).parameters[k].default for k in ("lag_seconds", "lag_events"))
+
+
 def streamed(notes: list[Note], tuning: Tuning) -> None:
     """Finger with `StreamingFingerer` (its default look-ahead, as the transcriber uses it), one second at a time."""
     fingerer = StreamingFingerer(tuning)
@@ -246,13 +250,14 @@ def report(rows: Sequence[Row], moved: Sequence[Row], engines: Sequence[str], co
         "Real Guitar Pro tabs from PyPI packages (PyGuitarPro's test songs, acoustic-solo-dadagp's",
         "examples): each guitar and bass track, the engine given only pitch, start and end.",
         "Agreement = notes on the human's string and fret; lowest = each note on its lowest fret;",
-        "streaming = `StreamingFingerer` (default 8 s / 32-event look-ahead, as the transcriber",
-        "uses it), fed one second at a time;",
+        f"streaming = `StreamingFingerer` (default {_LAG[0]:g} s / {_LAG[1]}-event look-ahead, as the",
+        "transcriber uses it), fed one second at a time;",
         "collisions = notes sharing a string at once as the engine outputs them (ends cut where",
         "the next note takes the string), and at their written lengths for the engine and for",
         "the baseline. The weights were tuned on the dev songs only",
         f"({', '.join(DEV_SONGS)}, and tracks under {SMALL_TRACK} notes); the held-out songs",
-        "were never used for tuning.",
+        "were never used to fit weights, only to accept or reject a new kind of cost (kept",
+        "when it helped both splits), so they are a check on generalisation, not a blind one.",
         "",
         header, rule,
         *summary(rows, engines, lambda r: f"{r.split} {r.track.instrument}"),

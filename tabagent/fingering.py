@@ -108,11 +108,15 @@ class _Layer:
         height = weights.height if len(event.notes) > 1 else weights.line_height
         for k, shape in enumerate(event.shapes):
             lo, hi = (shape.p_lo, shape.p_hi) if shape.p_lo else (1, top)
-            for p in range(lo, hi + 1):
+            # A single fretted note may also lie one fret above the box, under a stretched
+            # pinky, rather than move the hand (first position keeps its open strings).
+            reach = bool(weights.reach) and len(shape.frets) == 1 and shape.p_lo > 1
+            for p in range(lo - 1 if reach else lo, hi + 1):
                 shape_ix.append(k)
                 ps.append(p)
                 costs.append(
                     shape.cost + height * (p - 1) + shape.n_open * _open_cost(p, event.open_key, weights)
+                    + (_reach_cost(p, tuning.capo, weights) if p < lo else 0.0)
                 )
         self.event = event
         self.shape = np.array(shape_ix, dtype=np.int32)
@@ -129,6 +133,11 @@ class _Layer:
         return len(self.shape)
 
 
+def _reach_cost(p: int, capo: int, w: Weights) -> float:
+    """A pinky stretched one fret past the box; frets are wider near the nut."""
+    return w.reach * (w.reach_low if p + capo < w.reach_low_below else 1.0)
+
+
 def _open_cost(p: int, open_key: bool, w: Weights) -> float:
     if p <= w.open_position:
         return w.open_low if open_key else w.open_off_key
@@ -141,6 +150,7 @@ class _Search:
     def __init__(self, tuning: Tuning, weights: Weights) -> None:
         self.tuning = tuning
         self.weights = weights
+        self.last_cost = 0.0
 
     def run(self, events: Sequence[Event], start: _Context) -> list[tuple[int, int]]:
         """The best (shape index, hand position) per event."""
@@ -213,6 +223,7 @@ class _Search:
         if not layers:
             return []
         state = int(np.argmin(acc))
+        self.last_cost = float(acc[state])  # the chosen path's total cost, for diagnostics
         path: list[tuple[int, int]] = []
         for layer, best in zip(reversed(layers), reversed(back), strict=True):
             path.append((int(layer.shape[state]), int(layer.p[state])))

