@@ -75,6 +75,17 @@ def stem_for_part(instrument: str, sources: list[str]) -> str:
     return "other"
 
 
+def stems_to_request(instruments: list[str]) -> list[str]:
+    """The stems a song's parts need, by names every separator model serves.
+
+    "guitar" is a source of the 6-stem models and of the DSP separator and an alias of
+    "other" for the 4-stem ones; asking only for these spares the separator the masks,
+    overlap-adds and messages of the stems nobody reads.
+    """
+    wanted = ["bass" if i == "bass" else "guitar" if i == "guitar" else "other" for i in instruments]
+    return list(dict.fromkeys(wanted))
+
+
 async def _queue_iter(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
     while True:
         item = await queue.get()
@@ -100,6 +111,11 @@ class Chain:
         self._calls: list[Any] = []
         self._want_video = spec.video and stubs.video is not None
         self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        # Set once the separator has taken the song (its info arrived): transcriber streams
+        # start only then, so a song never holds transcriber slots while it waits for a
+        # separator slot that songs waiting for transcriber slots hold (a deadlock across
+        # songs when both services are at their limits).
+        self._separating = asyncio.Event()
         if spec.video and stubs.video is None:
             self.result.warnings.append("video was asked for but no video service is configured")
 
@@ -261,9 +277,12 @@ class Chain:
     async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
         spec = self.spec
 
+        # Every stem when the client wants them back, else only those the parts read.
+        stems = [] if spec.return_stems else stems_to_request([p.instrument for p in spec.parts])
+
         async def requests() -> AsyncIterator[separator_pb2.SeparateRequest]:
             yield separator_pb2.SeparateRequest(config=separator_pb2.SeparateConfig(
-                model=spec.separator_model, song_id=spec.song_id))
+                model=spec.separator_model, song_id=spec.song_id, stems=stems))
             async for chunk in _queue_iter(sep_in):
                 yield separator_pb2.SeparateRequest(audio=chunk)
 
@@ -286,6 +305,7 @@ class Chain:
                             await asyncio.to_thread(stem_writers[stem.stem].write, samples)
                     elif kind == "info":
                         info = resp.info
+                        self._separating.set()
                         self.result.models["separator"] = info.model
                         if info.model.fallback:
                             self.result.warnings.append(f"separator: {info.model.message}")
@@ -324,6 +344,7 @@ class Chain:
             async for chunk in _queue_iter(chunks):
                 yield transcriber_pb2.TranscribeRequest(audio=chunk)
 
+        await self._separating.wait()
         with self._stage("transcribe", part=part):
             call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
             responses = 0
@@ -356,8 +377,8 @@ class Chain:
     async def _release(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
         """Record a final batch and send it to the client and the renderer."""
         pr = self.result.parts[batch.part]
-        pr.notes.extend(Note.from_proto(n) for n in batch.notes)
-        pr.out_of_range.extend(Note.from_proto(n) for n in batch.out_of_range)
+        pr.notes.extend(_kept(n) for n in batch.notes)
+        pr.out_of_range.extend(_kept(n) for n in batch.out_of_range)
         if batch.final_until == 0.0:
             batch.final_until = self.result.seconds
         await self._emit(notes=batch)
@@ -401,6 +422,19 @@ class Chain:
             except grpc.RpcError as exc:
                 raise self._downstream_error(exc, "video", responses) from None
         self.result.video_path = path
+
+
+def _kept(msg: audio_pb2.Note) -> Note:
+    """A note as the song's result keeps it: its pitch-bend curve cut to its two extremes.
+
+    The curve has one value per model frame (86 a second, 32 bytes each as Python floats:
+    most of a long song's memory in the gateway); the artifacts read only its span (the
+    size of a bend), and clients get the whole curve in the note events.
+    """
+    note = Note.from_proto(msg)
+    if len(note.pitch_bend) > 2:
+        note.pitch_bend = [min(note.pitch_bend), max(note.pitch_bend)]
+    return note
 
 
 def _beats_message(rhythm: Any) -> video_pb2.Beats:

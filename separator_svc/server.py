@@ -221,10 +221,16 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                            "device": model.info.device}
         try:
             ended = False
+            # A step takes what has arrived, up to about one model segment: more would only
+            # hold back stem audio that is already final (the DSP separator's "segment" is
+            # one STFT frame, so it steps chunk by chunk; Demucs by about a segment).
+            step_seconds = max(getattr(model, "segment_seconds", 0.0), 1e-3)
             while not ended:
                 items = [await queue.get()]
-                while not queue.empty() and len(items) < self.config.read_ahead:
+                gathered = _seconds(items[0], validator.sample_rate)
+                while not queue.empty() and len(items) < self.config.read_ahead and gathered < step_seconds:
                     items.append(queue.get_nowait())
+                    gathered += _seconds(items[-1], validator.sample_rate)
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
@@ -313,6 +319,11 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                     )
                 )
         return responses
+
+
+def _seconds(item: Any, rate: int) -> float:
+    """Seconds of audio in a read-ahead item (0 for the end marker or an error)."""
+    return item.shape[0] / rate if isinstance(item, np.ndarray) and rate else 0.0
 
 
 def _frames(blocks: StemBlocks) -> int:

@@ -10,7 +10,9 @@ Two layouts, both read by `separator_svc.model.load_model` through demucs's load
   `<sig>.safetensors` per model whose metadata carries `klass`, `args` and `kwargs` as JSON
   (fractions encoded as demucs.hf decodes them).
 
-`python -m separator_svc.tiny DEST [--hub] [--name htdemucs_6s]` writes one from the shell.
+`python -m separator_svc.tiny DEST [--hub] [--name htdemucs_6s] [--full]` writes one from
+the shell; `--full` builds the released htdemucs's architecture and segment (random
+weights, real size and speed) instead of the tiny one, for benchmarks.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ TINY_KWARGS: dict[str, Any] = {
 }
 
 
+# The released htdemucs (955717e8): HTDemucs's constructor defaults (48 channels, depth 4,
+# 5 cross-transformer layers of 8 heads, nfft 4096) with the settings of demucs's mmi grid
+# for the released models (dconv_mode 3, a 512-channel bottleneck) and its 7.8 s segment.
+FULL_KWARGS: dict[str, Any] = {"dconv_mode": 3, "bottom_channels": 512}
+FULL_SEGMENT = Fraction(39, 5)
+
+
 def default_sources(name: str) -> tuple[str, ...]:
     """The sources a real model of that name produces."""
     return SOURCES_6 if name.endswith("_6s") else SOURCES_4
@@ -55,6 +64,7 @@ def tiny_models(
     sources: Sequence[str] | None = None,
     segment: float = 2.0,
     seed: int = 0,
+    kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[Any], list[str], list[list[float]] | None]:
     """Build the random-weight models of a bag.
 
@@ -63,6 +73,8 @@ def tiny_models(
         sources: source names (default: those of the real model of that name).
         segment: model segment in seconds (a Fraction is stored, as demucs does).
         seed: torch seed for the random weights.
+        kwargs: HTDemucs architecture arguments (default TINY_KWARGS; FULL_KWARGS for
+            the released model's size).
 
     Returns:
         (models, signatures, weights or None).
@@ -74,7 +86,8 @@ def tiny_models(
     torch.manual_seed(seed)
     models = []
     for _ in range(count):
-        model = HTDemucs(sources, segment=Fraction(segment).limit_denominator(1000), **TINY_KWARGS)
+        model = HTDemucs(sources, segment=Fraction(segment).limit_denominator(1000),
+                         **(TINY_KWARGS if kwargs is None else kwargs))
         models.append(model.eval())
     sigs = [hashlib.sha1(f"{name}-{seed}-{i}".encode()).hexdigest()[:8] for i in range(count)]
     weights = None
@@ -105,6 +118,7 @@ def build_tiny_bag(
     sources: Sequence[str] | None = None,
     segment: float = 2.0,
     seed: int = 0,
+    kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny bag into a demucs local repo folder (created if needed).
 
@@ -114,6 +128,7 @@ def build_tiny_bag(
         sources: source names (default: the real model's).
         segment: segment seconds.
         seed: random-weight seed.
+        kwargs: HTDemucs architecture arguments (see `tiny_models`).
 
     Returns:
         `dest`.
@@ -122,7 +137,7 @@ def build_tiny_bag(
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    models, sigs, weights = tiny_models(name, sources, segment, seed)
+    models, sigs, weights = tiny_models(name, sources, segment, seed, kwargs)
     for model, sig in zip(models, sigs, strict=True):
         save_with_checksum(_package(model), dest / f"{sig}.th")
     (dest / f"{name}.yaml").write_text(_bag_yaml(sigs, weights))
@@ -153,6 +168,7 @@ def build_tiny_hub_cache(
     sources: Sequence[str] | None = None,
     segment: float = 2.0,
     seed: int = 0,
+    kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny bag into a Hugging Face hub cache as if downloaded from the hub.
 
@@ -162,6 +178,7 @@ def build_tiny_hub_cache(
         sources: source names (default: the real model's).
         segment: segment seconds.
         seed: random-weight seed.
+        kwargs: HTDemucs architecture arguments (see `tiny_models`).
 
     Returns:
         `cache_dir`.
@@ -169,7 +186,7 @@ def build_tiny_hub_cache(
     from safetensors.torch import save_file
 
     cache_dir = Path(cache_dir)
-    models, sigs, weights = tiny_models(name, sources, segment, seed)
+    models, sigs, weights = tiny_models(name, sources, segment, seed, kwargs)
     repo = cache_dir / ("models--" + hub_repo_id(name).replace("/", "--"))
     commit = hashlib.sha1(f"tiny-{name}-{seed}".encode()).hexdigest()
     blobs, snapshot = repo / "blobs", repo / "snapshots" / commit
@@ -212,13 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m separator_svc.tiny", description=__doc__)
     parser.add_argument("dest", type=Path, help="repo folder, or hub cache root with --hub")
     parser.add_argument("--name", default="htdemucs")
-    parser.add_argument("--segment", type=float, default=2.0)
+    parser.add_argument("--segment", type=float, default=None,
+                        help="segment seconds (default 2, or 7.8 with --full)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hub", action="store_true", help="write a hub cache layout")
+    parser.add_argument("--full", action="store_true",
+                        help="the released htdemucs's architecture and segment (random weights)")
     args = parser.parse_args(argv)
     build = build_tiny_hub_cache if args.hub else build_tiny_bag
-    path = build(args.dest, args.name, segment=args.segment, seed=args.seed)
-    parser.exit(0, f"wrote a tiny {args.name} bag to {path}\n")
+    segment = args.segment if args.segment is not None else (float(FULL_SEGMENT) if args.full else 2.0)
+    kwargs = FULL_KWARGS if args.full else None
+    path = build(args.dest, args.name, segment=segment, seed=args.seed, kwargs=kwargs)
+    size = "full-size" if args.full else "tiny"
+    parser.exit(0, f"wrote a {size} random-weight {args.name} bag to {path}\n")
     return 0
 
 

@@ -351,8 +351,12 @@ async def drain(server: grpc.aio.Server, health_state: Health, grace: float = 30
     started = loop.time()
     log.info("draining: NOT_SERVING, refusing new streams, %d running get up to %.0f s",
              health_state.in_flight or 0, grace)
-    await health_state.shutdown()
     stopping = asyncio.ensure_future(server.stop(grace))
+    # Let the stop begin (the listeners close) before watchers hear NOT_SERVING, so a
+    # caller reacting to the news finds new connections refused (UNAVAILABLE) rather
+    # than a stream accepted and then cancelled by the stop.
+    await asyncio.sleep(0)
+    await health_state.shutdown()
     if health_state.in_flight is not None:
         while not stopping.done() and health_state.in_flight > 0:
             await asyncio.wait([stopping], timeout=0.05)

@@ -15,29 +15,39 @@ class TranscriberConfig:
 
     Environment (defaults in brackets):
         TRANSCRIBER_HOST [::], TRANSCRIBER_PORT [50052], TRANSCRIBER_METRICS_PORT [9102, 0 = off];
-        TRANSCRIBER_THREADS [0]: onnxruntime intra-op threads (0 = one per core);
+        TRANSCRIBER_THREADS [1]: onnxruntime intra-op threads (0 = one per core);
         TRANSCRIBER_DEVICE [auto]: auto, cpu, cuda (needs onnxruntime-gpu);
         TRANSCRIBER_MAX_STREAMS [4], TRANSCRIBER_MAX_QUEUE [16]: concurrent and waiting streams;
         TRANSCRIBER_READ_AHEAD [8]: audio chunks buffered per stream before flow control;
-        TRANSCRIBER_MAX_BATCH [1], TRANSCRIBER_BATCH_WAIT_MS [5]: dynamic batching of
+        TRANSCRIBER_MAX_BATCH [4], TRANSCRIBER_BATCH_WAIT_MS [5]: dynamic batching of
         model windows across streams (1 = off);
         TRANSCRIBER_MAX_BUFFER_SECONDS [20]: most frames a stream's decoder holds before
         it forces a cut (see transcriber_svc.decoder);
+        TRANSCRIBER_EARLY_SECONDS [20]: for this long from a stream's start, notes leave
+        early (the decoder forces cuts at 8 s of buffer, the fingerer looks 2 s ahead), so
+        the first tab events come seconds into a song; 0 = off;
         TRANSCRIBER_GRACE_SECONDS [30]: drain time on shutdown;
         TABAGENT_MAX_SECONDS [3600]: longest audio accepted per stream.
+
+    The thread and batch defaults were chosen with bench/bench_concurrency.py on a 2-core
+    CPU (docs/PERFORMANCE.md): one intra-op thread beat one per core for one song and for
+    four, and batching the windows of concurrent streams (bit-identical with one thread)
+    added throughput at four songs at no cost for one. Give a pod with several cores
+    TRANSCRIBER_THREADS equal to its CPU limit (the k8s manifests do).
     """
 
     host: str = "[::]"
     port: int = 50052
     metrics_port: int = 9102
-    threads: int = 0
+    threads: int = 1
     device: str = "auto"
     max_streams: int = 4
     max_queue: int = 16
     read_ahead: int = 8
-    max_batch: int = 1
+    max_batch: int = 4
     batch_wait: float = 0.005
     max_buffer_seconds: float = 20.0
+    early_seconds: float = 20.0
     max_seconds: float = 3600.0
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     grace: float = 30.0
@@ -58,6 +68,7 @@ class TranscriberConfig:
             max_batch=env_int("TRANSCRIBER_MAX_BATCH", d.max_batch),
             batch_wait=env_float("TRANSCRIBER_BATCH_WAIT_MS", d.batch_wait * 1000) / 1000,
             max_buffer_seconds=env_float("TRANSCRIBER_MAX_BUFFER_SECONDS", d.max_buffer_seconds),
+            early_seconds=env_float("TRANSCRIBER_EARLY_SECONDS", d.early_seconds),
             max_seconds=env_float("TABAGENT_MAX_SECONDS", d.max_seconds),
             grace=env_float("TRANSCRIBER_GRACE_SECONDS", d.grace),
         )
@@ -74,6 +85,8 @@ class TranscriberConfig:
             raise SystemExit("TRANSCRIBER_THREADS must be >= 0")
         if self.max_batch < 1 or self.batch_wait < 0:
             raise SystemExit("TRANSCRIBER_MAX_BATCH must be >= 1 and TRANSCRIBER_BATCH_WAIT_MS >= 0")
+        if self.early_seconds < 0:
+            raise SystemExit("TRANSCRIBER_EARLY_SECONDS must be >= 0")
         if not 8.0 <= self.max_buffer_seconds <= 600.0:
             raise SystemExit("TRANSCRIBER_MAX_BUFFER_SECONDS must be between 8 and 600")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -67,6 +67,12 @@ class DecoderSettings:
     forced_lookahead_seconds: float = 3.0
     min_region_seconds: float = 0.5
     onset_scale: tuple[float, float] | None = None  # pinned (max onset, max frame diff)
+    # While the undecoded region starts within the first `early_seconds` of the stream,
+    # a cut is forced once `early_buffer_seconds` are buffered instead of
+    # max_buffer_seconds: the song's first notes leave after a few seconds of audio, at
+    # the price of a few more forced cuts near its start. 0 = off.
+    early_seconds: float = 0.0
+    early_buffer_seconds: float = 8.0
 
     @property
     def min_note_len(self) -> int:
@@ -76,6 +82,15 @@ class DecoderSettings:
     def capacity(self) -> int:
         """Most frames the buffer ever holds."""
         return int(round(self.max_buffer_seconds * FRAMES_PER_SECOND))
+
+    @property
+    def early_capacity(self) -> int:
+        """Frames buffered before a forced cut in the stream's first `early_seconds`."""
+        return min(self.capacity, int(round(self.early_buffer_seconds * FRAMES_PER_SECOND)))
+
+    @property
+    def early_frames(self) -> int:
+        return int(round(self.early_seconds * FRAMES_PER_SECOND))
 
     @property
     def lookahead(self) -> int:
@@ -93,6 +108,8 @@ class DecoderSettings:
             raise ValueError(f"minimum note length {self.min_note_ms} ms is under one frame")
         if self.capacity < 4 * (self.lookahead + CONTEXT) or self.lookahead < 2 * CONTEXT:
             raise ValueError("max_buffer_seconds must be at least 4x the forced-cut lookahead")
+        if self.early_seconds > 0 and self.early_capacity < 2 * (self.lookahead + CONTEXT):
+            raise ValueError("early_buffer_seconds must be at least 2x the forced-cut lookahead")
 
 
 @dataclass
@@ -248,7 +265,7 @@ class StreamingDecoder:
         out: list[RawNote] = []
         pos = 0
         while pos < note.shape[0]:
-            room = self.settings.capacity - self.buffered
+            room = self._capacity() - self.buffered
             take = min(room, note.shape[0] - pos)
             self._append(note[pos : pos + take], onset[pos : pos + take], contour[pos : pos + take])
             pos += take
@@ -320,10 +337,15 @@ class StreamingDecoder:
                 self._region = cut
                 self._trim(cut - CONTEXT)
                 continue
-            if not self._ended and self.buffered >= s.capacity:
+            if not self._ended and self.buffered >= self._capacity():
                 out.extend(self._force_cut())
                 continue
             return out
+
+    def _capacity(self) -> int:
+        """The buffer size that forces a cut: smaller near the stream's start, if so set."""
+        s = self.settings
+        return s.early_capacity if self._region < s.early_frames else s.capacity
 
     def _first_valid_cut(self, first: int, last: int) -> int | None:
         if last < first:

@@ -10,6 +10,7 @@ from tabagent.errors import BadConfig
 from tabagent.tuning import Tuning
 from tabagent.v1 import transcriber_pb2
 from transcriber_svc.decoder import DecoderSettings
+from transcriber_svc.pipeline import EarlyRelease
 from transcriber_svc.postprocess import PostSettings
 
 DEFAULT_ONSET_THRESHOLD = 0.5
@@ -28,6 +29,7 @@ class StreamSettings:
     decoder: DecoderSettings
     post: PostSettings
     song_id: str = ""
+    early: EarlyRelease | None = None
 
 
 def _threshold(value: float, default: float, name: str) -> float:
@@ -38,12 +40,17 @@ def _threshold(value: float, default: float, name: str) -> float:
     return float(value)
 
 
-def parse_config(cfg: transcriber_pb2.TranscribeConfig, max_buffer_seconds: float) -> StreamSettings:
+def parse_config(
+    cfg: transcriber_pb2.TranscribeConfig, max_buffer_seconds: float, early_seconds: float = 0.0
+) -> StreamSettings:
     """Check a stream's config and build its settings.
 
     Args:
         cfg: the first message of the stream.
         max_buffer_seconds: the service's decoder buffer limit.
+        early_seconds: for this long from the start, release notes early: the decoder
+            forces cuts at 8 s of buffer (not max_buffer_seconds) and the fingerer looks
+            2 s ahead (see pipeline.EarlyRelease); 0 = off.
 
     Returns:
         The stream's settings.
@@ -63,13 +70,16 @@ def parse_config(cfg: transcriber_pb2.TranscribeConfig, max_buffer_seconds: floa
     lo, hi = MIN_NOTE_MS_RANGE
     if not math.isfinite(min_ms) or not lo <= min_ms <= hi:
         raise BadConfig(f"min_note_ms {cfg.min_note_ms} is outside {lo:.0f}-{hi:.0f} ms; send 0 for the default")
+    lookahead = min(3.0, max_buffer_seconds / 5)
     decoder = DecoderSettings(
         onset_threshold=onset,
         frame_threshold=frame,
         min_note_ms=min_ms,
         melodia_trick=not cfg.no_melodia_trick,
         max_buffer_seconds=max_buffer_seconds,
-        forced_lookahead_seconds=min(3.0, max_buffer_seconds / 5),
+        forced_lookahead_seconds=lookahead,
+        early_seconds=early_seconds,
+        early_buffer_seconds=min(max_buffer_seconds, 2.5 * lookahead + 0.5),
     )
     post = PostSettings.for_instrument(instrument, tuning, polyphonic=cfg.polyphonic)
     return StreamSettings(
@@ -79,4 +89,5 @@ def parse_config(cfg: transcriber_pb2.TranscribeConfig, max_buffer_seconds: floa
         decoder=decoder,
         post=post,
         song_id=cfg.song_id,
+        early=EarlyRelease(until_seconds=early_seconds) if early_seconds > 0 else None,
     )

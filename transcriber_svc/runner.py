@@ -85,12 +85,18 @@ class DirectRunner:
 class BatchingRunner:
     """Dynamic batching of windows across streams.
 
+    Up to `parallel` batches run at once (one per executor thread). A batch is formed
+    only when a thread is free, so while every thread is busy the waiting windows pile up
+    into the next batch: batches stay small (low latency) when there is room and grow
+    under load, and the parts of one song still run side by side on a multi-core CPU.
+
     Args:
         model: the warm model.
         executor: threads for the forward passes.
         max_batch: most windows in one forward pass (a larger request runs alone).
         max_wait: longest a request waits for others to join its batch, in seconds.
         on_batch: called with the windows of every forward pass, e.g. a histogram.
+        parallel: forward passes in flight at once (at most the executor's threads).
     """
 
     def __init__(
@@ -100,17 +106,20 @@ class BatchingRunner:
         max_batch: int,
         max_wait: float,
         on_batch: Callable[[int], None] | None = None,
+        parallel: int = 1,
     ) -> None:
-        if max_batch < 1 or max_wait < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait >= 0")
+        if max_batch < 1 or max_wait < 0 or parallel < 1:
+            raise ValueError("max_batch and parallel must be >= 1 and max_wait >= 0")
         self.model = model
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_batch = on_batch
+        self.parallel = parallel
         self._queue: deque[_Request] = deque()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.largest_batch = 0
 
@@ -126,11 +135,12 @@ class BatchingRunner:
         return output
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        free = asyncio.Semaphore(self.parallel)
         while True:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            await free.acquire()
             deadline = time.monotonic() + self.max_wait
             while self._pending_windows() < self.max_batch:
                 left = deadline - time.monotonic()
@@ -143,7 +153,16 @@ class BatchingRunner:
                     break
             batch = self._take()
             if not batch:
+                free.release()
                 continue
+            task = asyncio.create_task(self._run(batch, free), name="transcriber-batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Request], free: asyncio.Semaphore) -> None:
+        """One forward pass for `batch`; hands every stream its rows, then frees the slot."""
+        loop = asyncio.get_running_loop()
+        try:
             sizes = [w.shape[0] for w, _, _ in batch]
             total = sum(sizes)
             links = [trace.Link(trace.get_current_span(ctx).get_span_context()) for _, _, ctx in batch[1:]]
@@ -156,11 +175,15 @@ class BatchingRunner:
                     output = await loop.run_in_executor(
                         self.executor, self.model.forward, np.concatenate([w for w, _, _ in batch])
                     )
+            except asyncio.CancelledError:  # the runner is closing
+                for _, future, _ in batch:
+                    future.cancel()
+                raise
             except Exception as exc:  # every waiting stream sees the failure
                 for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
+                return
             self.batches += 1
             self.largest_batch = max(self.largest_batch, total)
             if self.on_batch is not None:
@@ -168,6 +191,8 @@ class BatchingRunner:
             for (_, future, _), part in zip(batch, output.split(sizes), strict=True):
                 if not future.done():
                     future.set_result((part, total))
+        finally:
+            free.release()
 
     def _pending_windows(self) -> int:
         return sum(w.shape[0] for w, f, _ in self._queue if not f.done())
@@ -192,6 +217,10 @@ class BatchingRunner:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         while self._queue:
             _, future, _ = self._queue.popleft()
             future.cancel()

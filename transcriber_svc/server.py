@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +65,7 @@ class ModelHolder:
         self._load = load
         self.max_batch = max_batch
         self.batch_wait = batch_wait
+        self.workers = max(1, workers)
         self.model: BasicPitchModel | None = None
         self.runner: WindowRunner | None = None
         self.health: Health | None = None
@@ -73,11 +75,17 @@ class ModelHolder:
     @classmethod
     def from_config(cls, config: TranscriberConfig) -> ModelHolder:
         """A holder that loads nmp.onnx from the basic-pitch wheel with the configured threads."""
+        if config.max_batch > 1:
+            # Batches in flight at once: as many as the cores hold at `threads` each.
+            cores = os.cpu_count() or 1
+            workers = max(1, min(config.max_streams, cores // (config.threads or cores)))
+        else:
+            workers = config.max_streams
         return cls(
             lambda: BasicPitchModel(threads=config.threads, device=config.device),
             config.max_batch,
             config.batch_wait,
-            workers=1 if config.max_batch > 1 else config.max_streams,
+            workers=workers,
         )
 
     @classmethod
@@ -97,7 +105,8 @@ class ModelHolder:
         model = await asyncio.to_thread(self._load_and_warm)
         on_batch = self.metrics.observe_batch if self.metrics is not None else None
         if self.max_batch > 1:
-            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait, on_batch)
+            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait, on_batch,
+                                         parallel=self.workers)
         else:
             self.runner = DirectRunner(model, self.executor, on_batch)
         self.model = model
@@ -153,7 +162,7 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         first = await first_message(request_iterator, "Transcribe")
         if first.WhichOneof("payload") != "config":
             raise BadConfig("the first Transcribe message must carry a TranscribeConfig, not audio")
-        settings = parse_config(first.config, self.config.max_buffer_seconds)
+        settings = parse_config(first.config, self.config.max_buffer_seconds, self.config.early_seconds)
         model, runner = self.holder.get()
         span = trace.get_current_span()
         span.set_attributes({"song.id": settings.song_id, "tabagent.song_id": settings.song_id,
@@ -185,7 +194,8 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
         validator = ChunkValidator(max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
         reader = asyncio.create_task(_read_ahead(request_iterator, validator, queue))
-        tracker = NoteTracker(settings.tuning, settings.instrument, settings.decoder, settings.post)
+        tracker = NoteTracker(settings.tuning, settings.instrument, settings.decoder, settings.post,
+                              early=settings.early)
         step = _Step(tracker)
         pending: Future[Any] | None = None
         compute = 0.0
