@@ -21,12 +21,14 @@ from tabagent.audio import ChunkValidator, make_chunk
 from tabagent.errors import BadConfig, InvalidInput, NotReady
 from tabagent.metrics import ServiceMetrics, start_http_server
 from tabagent.service import (
+    END_OF_AUDIO,
     Health,
     StreamLimiter,
     bind,
     first_message,
     grpc_stream_errors,
     new_server,
+    read_audio_ahead,
     require_ready,
     serve_until_signal,
 )
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.Separator"
-_END = object()  # end of the request stream, in the read-ahead queue
 
 
 
@@ -210,7 +211,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
-        reader = asyncio.create_task(_read_ahead(request_iterator, validator, queue))
+        reader = asyncio.create_task(read_audio_ahead(request_iterator, validator, queue, "Separate"))
         stream: StemStream | None = None
         pending: Future[StemBlocks] | None = None
         compute = 0.0
@@ -234,8 +235,8 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
-                ended = items[-1] is _END
-                audio = [x for x in items if x is not _END]
+                ended = items[-1] is END_OF_AUDIO
+                audio = [x for x in items if x is not END_OF_AUDIO]
                 if stream is None:
                     if not audio:
                         raise InvalidInput("the Separate stream ended without any audio")
@@ -344,28 +345,6 @@ def _step(
             rest = stream.finish()
             out = {k: np.concatenate([out[k], rest[k]]) for k in out}
         return out
-
-
-async def _read_ahead(
-    request_iterator: AsyncIterator[separator_pb2.SeparateRequest],
-    validator: ChunkValidator,
-    queue: asyncio.Queue[Any],
-) -> None:
-    """Read and validate audio chunks into a bounded queue (a full queue stops reading,
-    so HTTP/2 flow control slows the client down)."""
-    try:
-        async for request in request_iterator:
-            if request.WhichOneof("payload") != "audio":
-                raise BadConfig(
-                    "only the first Separate message may carry a config; "
-                    f"got another after {validator.seconds:.2f} s of audio"
-                )
-            await queue.put(validator.check(request.audio))
-        await queue.put(_END)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # handed to the handler, which ends the stream with it
-        await queue.put(exc)
 
 
 def create_server(

@@ -317,6 +317,38 @@ def grpc_stream_errors(service: str) -> Callable[[Handler[T]], Handler[T]]:
     return decorate
 
 
+END_OF_AUDIO = object()  # put in a read-ahead queue after the last audio chunk
+
+
+async def read_audio_ahead(request_iterator: AsyncIterator[Any], validator: Any, queue: asyncio.Queue[Any],
+                           rpc: str) -> None:
+    """Read and validate the AudioChunks that follow a stream's config into a bounded queue.
+
+    A full queue stops the reading, so HTTP/2 flow control slows the client down instead
+    of memory growing. The queue ends with END_OF_AUDIO, or with the exception that
+    stopped the reading (the handler ends the stream with it).
+
+    Args:
+        request_iterator: the rest of the request stream (after the config message).
+        validator: a tabagent.audio.ChunkValidator for this stream.
+        queue: where the validated (frames, channels) arrays go.
+        rpc: the RPC's name for messages, e.g. "Separate".
+    """
+    try:
+        async for request in request_iterator:
+            if request.WhichOneof("payload") != "audio":
+                raise BadConfig(
+                    f"only the first {rpc} message may carry a config; "
+                    f"got another after {validator.seconds:.2f} s of audio"
+                )
+            await queue.put(validator.check(request.audio))
+        await queue.put(END_OF_AUDIO)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to the handler, which ends the stream with it
+        await queue.put(exc)
+
+
 async def first_message(request_iterator: AsyncIterator[T], what: str) -> T:
     """Read the stream's first message (the config), with a clear error if there is none."""
     try:

@@ -21,12 +21,14 @@ from tabagent.audio import ChunkValidator, StreamResampler
 from tabagent.errors import BadConfig, InvalidInput, NotReady
 from tabagent.metrics import ServiceMetrics, start_http_server
 from tabagent.service import (
+    END_OF_AUDIO,
     Health,
     StreamLimiter,
     bind,
     first_message,
     grpc_stream_errors,
     new_server,
+    read_audio_ahead,
     require_ready,
     serve_until_signal,
 )
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.Transcriber"
-_END = object()  # end of the request stream, in the read-ahead queue
 
 
 class ModelHolder:
@@ -193,7 +194,7 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
     ) -> AsyncIterator[transcriber_pb2.TranscribeResponse]:
         validator = ChunkValidator(max_seconds=self.config.max_seconds, max_chunk_bytes=self.config.max_chunk_bytes)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.read_ahead)
-        reader = asyncio.create_task(_read_ahead(request_iterator, validator, queue))
+        reader = asyncio.create_task(read_audio_ahead(request_iterator, validator, queue, "Transcribe"))
         tracker = NoteTracker(settings.tuning, settings.instrument, settings.decoder, settings.post,
                               early=settings.early)
         step = _Step(tracker)
@@ -214,8 +215,8 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
-                ended = items[-1] is _END
-                audio = [x for x in items if x is not _END]
+                ended = items[-1] is END_OF_AUDIO
+                audio = [x for x in items if x is not END_OF_AUDIO]
                 if audio and step.resampler is None:
                     step.resampler = StreamResampler(validator.sample_rate, AUDIO_SAMPLE_RATE, 1)
                 if ended and step.resampler is None:
@@ -336,28 +337,6 @@ def _note_batch(part: str, tracked: TrackedNotes, final_until: float) -> transcr
             out_of_range=[n.to_proto() for n in tracked.out_of_range],
         )
     )
-
-
-async def _read_ahead(
-    request_iterator: AsyncIterator[transcriber_pb2.TranscribeRequest],
-    validator: ChunkValidator,
-    queue: asyncio.Queue[Any],
-) -> None:
-    """Read and validate audio chunks into a bounded queue (a full queue stops reading,
-    so HTTP/2 flow control slows the client down)."""
-    try:
-        async for request in request_iterator:
-            if request.WhichOneof("payload") != "audio":
-                raise BadConfig(
-                    "only the first Transcribe message may carry a config; "
-                    f"got another after {validator.seconds:.2f} s of audio"
-                )
-            await queue.put(validator.check(request.audio))
-        await queue.put(_END)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # handed to the handler, which ends the stream with it
-        await queue.put(exc)
 
 
 def create_server(
