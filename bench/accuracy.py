@@ -273,14 +273,16 @@ def report(rows: list[Row], command: str) -> str:
     return "\n".join(lines)
 
 
-def _keep_human_tabs(path: Path, text: str) -> str:
-    """Carry over the section bench/human_tabs.py wrote into the file, if any."""
-    start, end = "<!-- human-tabs:start -->", "<!-- human-tabs:end -->"
+def _keep_other_sections(path: Path, text: str) -> str:
+    """Carry over the sections other benchmarks wrote into the file (between
+    `<!-- NAME:start -->` and `<!-- NAME:end -->`: human-tabs, chain)."""
+    import re
+
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start not in old or end not in old:
+    blocks = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", old, re.S)]
+    if not blocks:
         return text
-    section = start + old.split(start, 1)[1].split(end, 1)[0] + end
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    return text.rstrip("\n") + "\n\n" + "\n\n".join(blocks) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python bench/accuracy.py" + (" --no-transcribe" if args.no_transcribe else "")
     text = report(rows, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = _keep_human_tabs(args.out, text)
+    text = _keep_other_sections(args.out, text)
     args.out.write_text(text, encoding="utf-8")
     total = sum(r.notes for r in rows)
     logger.info(

@@ -1,6 +1,6 @@
 """Onset F1 of the whole chain (`tabagent run`'s embedded chain) vs raw Basic Pitch on the mix.
 
-    .venv/bin/python bench/chain_accuracy.py [--synthetic 3] [--no-slakh]
+    .venv/bin/python bench/chain_accuracy.py [--synthetic 3] [--no-slakh] [--write]
 
 For each guitar + bass + drums mix it prints the chain's guitar and bass onset F1
 (mir_eval, 50 ms) next to raw Basic Pitch run on the whole mix scored against the same
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
 
 from mixes import Mix, onset_f1, slakh, synthetic  # noqa: E402
 
@@ -70,13 +71,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synthetic", type=int, default=3)
     parser.add_argument("--no-slakh", action="store_true")
+    parser.add_argument("--write", action="store_true", help="put the table into docs/ACCURACY.md")
     args = parser.parse_args()
     mixes = list(synthetic(args.synthetic))
     if not args.no_slakh:
         mixes += list(slakh())
     results = asyncio.run(run_chain(mixes))
     rows = []
-    print(f"{'mix':<18} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}")
+    lines = [f"{'mix':<18} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
     for mix in mixes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "mix.wav"
@@ -87,11 +89,38 @@ def main() -> int:
             _, _, fr = onset_f1(mix.truth[part], raw)
             c = collisions(results[mix.name][part])
             rows.append((part, f, fr))
-            print(f"{mix.name:<18} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
+            lines.append(f"{mix.name:<18} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
     for part in ("guitar", "bass"):
         fs = [f for p, f, _ in rows if p == part]
         frs = [fr for p, _, fr in rows if p == part]
-        print(f"{'MEAN':<18} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
+        lines.append(f"{'MEAN':<18} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
+    print("\n".join(lines))
+    if args.write:
+        from common import machine_line, replace_marked
+
+        command = "bench/chain_accuracy.py" + (f" --synthetic {args.synthetic}" if args.synthetic != 3 else "") + (
+            " --no-slakh" if args.no_slakh else "")
+        block = "\n".join([
+            "<!-- chain:start -->",
+            "## The whole chain on guitar + bass + drums mixes",
+            "",
+            f"Command: `.venv/bin/python {command}`  ",
+            f"Machine: {machine_line()}",
+            "",
+            "`tabagent run`'s embedded chain (DSP separator as shipped, Basic Pitch, bass",
+            "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix,",
+            "both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
+            "true notes. Synthesised mixes come from `tabagent.examples`; the Slakh mixes are the",
+            "shared track's guitar (S08) and bass (S04) stems with drums rendered from its drum MIDI,",
+            "in 30 s excerpts (skipped when ../shared/data is absent). Collisions: notes sounding",
+            "on one string at once (must be 0).",
+            "",
+            "```",
+            *lines,
+            "```",
+            "<!-- chain:end -->",
+        ])
+        replace_marked(ROOT / "docs" / "ACCURACY.md", "<!-- chain:start -->", "<!-- chain:end -->", block)
     return 0
 
 

@@ -261,9 +261,17 @@ def write_section(key: str, text: str, doc: Path = DOC, long: bool = False) -> N
         head, _, rest = text.strip().partition("\n")
         text = f"{head} (long run)\n{rest}"
     start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
-    block = f"{start}\n{text.strip()}\n{end}"
+    replace_marked(doc, start, end, f"{start}\n{text.strip()}\n{end}", HEADER)
+
+
+def replace_marked(doc: Path, start: str, end: str, block: str, default: str = "") -> None:
+    """Replace the part of `doc` from marker `start` to marker `end` with `block`.
+
+    `block` includes both markers. Appended when the markers are absent; `default` is
+    the document's text when the file does not exist yet.
+    """
     doc.parent.mkdir(parents=True, exist_ok=True)
-    current = doc.read_text(encoding="utf-8") if doc.exists() else HEADER
+    current = doc.read_text(encoding="utf-8") if doc.exists() else default
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(current):
         updated = pattern.sub(lambda _: block, current)

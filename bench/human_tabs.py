@@ -288,14 +288,9 @@ def report(rows: Sequence[Row], moved: Sequence[Row], engines: Sequence[str], co
 
 def write_section(path: Path, section: str) -> None:
     """Replace (or append) the human-tab section of a markdown file."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    from common import replace_marked
+
+    replace_marked(path, MARK_START, MARK_END, section.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
