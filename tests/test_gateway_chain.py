@@ -203,3 +203,24 @@ async def test_tiny_demucs_bag_through_the_chain(tmp_path: Path) -> None:
     assert {"stem-bass.flac", "stem-drums.flac", "stem-other.flac", "stem-vocals.flac"} <= stems
     doc = json.loads((tmp_path / "out" / "result.json").read_text())
     assert not doc["warnings"]
+
+
+async def test_video_through_the_chain(tmp_path: Path) -> None:
+    import subprocess
+
+    song = make_song(6.0, seed=9)
+    clip = write_audio(tmp_path / "clip.wav", song.mix)
+    config = process_config(video=True, size=(320, 180), fps=15, style="concert")
+    async with LocalChain(video=True) as c, AsyncClient(c.gateway_addr, retries=0) as client:
+        got = await collect(client, clip, config, tmp_path / "out")
+    video = got.artifacts["video.mp4"]
+    assert video.path is not None and video.size > 10_000
+    # Fragments arrived while the song was still being processed, before the tab files.
+    assert got.order.index("VideoFragment") < got.order.index("Artifact")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,codec_type:format=duration",
+         "-of", "json", str(video.path)], capture_output=True, text=True, check=True)
+    info = json.loads(probe.stdout)
+    codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
+    assert codecs == {"video": "h264", "audio": "aac"}
+    assert abs(float(info["format"]["duration"]) - song.seconds) < 0.1

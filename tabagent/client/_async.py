@@ -153,10 +153,8 @@ class AsyncClient:
                     continue
                 event = convert(resp)
                 if isinstance(event, VideoFragment):
-                    video = assembler.video(event)
+                    assembler.video(event)
                     yield event
-                    if video is not None:
-                        yield video
                     continue
                 if event is not None:
                     if isinstance(event, Done):
@@ -204,7 +202,8 @@ class _Assembler:
             return Artifact(name, piece.content_type, self.sizes[name], path=self.outdir / name)
         return Artifact(name, piece.content_type, self.sizes[name], data=bytes(self.buffers.pop(name)))
 
-    def video(self, fragment: VideoFragment) -> Artifact | None:
+    def video(self, fragment: VideoFragment) -> None:
+        """Append a live fragment to video.mp4 (reported as an Artifact at the end)."""
         if self.outdir is not None:
             if self._video_file is None:
                 self._video_file = open(self.outdir / "video.mp4", "wb")  # noqa: SIM115
@@ -214,7 +213,6 @@ class _Assembler:
                 self._video_bytes = bytearray()
             self._video_bytes.extend(fragment.data)
         self._video_size += len(fragment.data)
-        return None
 
     def finish_video(self) -> Artifact | None:
         if self._video_file is not None:
