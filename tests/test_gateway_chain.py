@@ -81,6 +81,26 @@ async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp
             assert n.pitch == tuning.strings[n.string] + tuning.capo + n.fret
     tab = (tmp_path / "tab.txt").read_text()
     assert "|" in tab and "guitar" in tab.lower()
+    assert_exports_match(doc, tmp_path)
+
+
+def assert_exports_match(doc: dict, out: Path) -> None:
+    """tab.gp5 (PyGuitarPro) and tab.musicxml (music21) hold result.json's notes, tuning and tempo."""
+    from collections import Counter
+
+    from tabagent.exporters import read_gp5, read_musicxml
+
+    parts = result_doc.load_parts(doc)
+    for name, reader in (("tab.gp5", read_gp5), ("tab.musicxml", read_musicxml)):
+        back = reader(out / name)
+        assert round(float(back["tempo"])) == round(doc["tempo"]), name
+        for part, (tuning, notes) in parts.items():
+            got = back["parts"][part]
+            assert list(got["strings"]) == list(tuning.strings), (name, part)
+            assert got["capo"] == tuning.capo
+            want = Counter((n.pitch, n.string, n.fret) for n in notes)
+            have = Counter((n.pitch, n.string, n.fret) for n in got["notes"])
+            assert have == want, (name, part, want - have, have - want)
 
 
 @pytest.mark.parametrize("suffix", [".mp3", ".flac", ".ogg", ".m4a"])
