@@ -187,12 +187,14 @@ async def test_bad_config_and_missing_config(chain: LocalChain) -> None:
         assert "kazoo" in err.value.details()
 
 
-async def test_deadline_reaches_the_chain(chain: LocalChain, song_wav: Path) -> None:
-    async with AsyncClient(chain.gateway_addr, retries=0, timeout=0.5) as short:
-        from tabagent.errors import DeadlineExceeded
+async def test_deadline_reaches_the_chain(chain: LocalChain, song_wav: Path, tmp_path: Path) -> None:
+    from tabagent.errors import DeadlineExceeded
 
+    # A 90 s song takes a few seconds here (about 25x real time): far past the deadline.
+    long_song = write_audio(tmp_path / "long.wav", make_song(90.0, seed=4).mix)
+    async with AsyncClient(chain.gateway_addr, retries=0, timeout=0.4) as short:
         with pytest.raises(DeadlineExceeded):
-            await collect(short, song_wav, process_config())
+            await collect(short, long_song, process_config())
     # Every stream downstream ended with it: the next song runs at once.
     async with AsyncClient(chain.gateway_addr, retries=0) as c:
         got = await collect(c, song_wav, process_config(parts=["bass"]))
