@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard protos/tabagent/v1/*.proto)
 
-.PHONY: install lint check test test-all proto proto-check run up bench clean
+.PHONY: install lint check test test-all proto proto-check run up bench accuracy clean
 
 install:
 	@scripts/install.sh
@@ -35,6 +35,13 @@ up: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The chain's and the transcriber's onset F1 on mixes and isolated stems (docs/ACCURACY.md);
+# --bench adds FluidSynth and a GM soundfont for the soundfont-rendered mixes.
+accuracy: install
+	@scripts/install.sh --bench
+	$(PY) bench/chain_accuracy.py --write
+	$(PY) bench/stem_accuracy.py --write
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,14 +2,20 @@
 
 Synthesised songs come from `tabagent.examples`; when ../shared/data is present, the
 Slakh2100 track's guitar (S08) and bass (S04) stems are mixed with drums rendered from its
-drum MIDI (S03) by `tabagent.synth`, in 30 s excerpts.
+drum MIDI (S03) by `tabagent.synth`, in 30 s excerpts. With FluidSynth and a General MIDI
+soundfont (Debian's `fluidsynth` and `fluid-soundfont-gm`, installed by
+`scripts/install.sh --bench`), the same notes are also rendered with sampled GM guitars,
+basses and drums: timbres the separator and the transcriber's settings were not tuned on.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,12 @@ from tabagent.notes import Note
 
 SHARED = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SLAKH = SHARED / "slakh2100_Track01501"
+SOUNDFONT = Path(os.environ.get("TABAGENT_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+SR = 44_100
+# General MIDI programs (0-based): guitars and basses the soundfont mixes cycle through.
+GM_GUITARS = {"clean": 27, "overdriven": 29, "steel": 25}
+GM_BASSES = {"finger": 33, "pick": 34}
+GM_DRUMS = {"kick": 36, "snare": 38, "hat": 42}
 
 
 @dataclass
@@ -27,13 +39,21 @@ class Mix:
     name: str
     audio: np.ndarray            # (frames, 2) at 44.1 kHz
     truth: dict[str, list[Note]]
+    stems: dict[str, np.ndarray] = field(default_factory=dict)   # isolated parts, mono
+
+    @property
+    def group(self) -> str:
+        """The family of mixes this one belongs to: synth, slakh, gm-synth or gm-slakh."""
+        words = self.name.split("-")
+        return "-".join(words[:2]) if words[0] == "gm" else words[0]
 
 
 def synthetic(count: int = 3, seconds: float = 30.0) -> Iterator[Mix]:
     """Synthesised songs at several tempos."""
     for i, bpm in enumerate((100.0, 128.0, 90.0, 115.0)[:count]):
         song = make_song(seconds, bpm=bpm, drums=True, seed=10 + i)
-        yield Mix(f"synth-{int(bpm)}bpm", song.mix, song.parts)
+        yield Mix(f"synth-{int(bpm)}bpm", song.mix, song.parts,
+                  {p: song.stems[p] for p in ("guitar", "bass")})
 
 
 def _midi_notes(path: Path, start: float, end: float, shift: int = 0) -> list[Note]:
@@ -93,7 +113,84 @@ def slakh(seconds: float = 30.0, starts: tuple[float, ...] = (10.0, 60.0, 120.0)
             "guitar": _midi_notes(SLAKH / "MIDI" / "S08.mid", start, start + seconds),
             "bass": _midi_notes(SLAKH / "MIDI" / "S04.mid", start, start + seconds, bass_shift),
         }
-        yield Mix(f"slakh-{int(start)}s", audio, truth)
+        yield Mix(f"slakh-{int(start)}s", audio, truth, {"guitar": guitar[a:b], "bass": bass[a:b]})
+
+
+def have_soundfont() -> bool:
+    """FluidSynth and the GM soundfont are installed."""
+    return shutil.which("fluidsynth") is not None and SOUNDFONT.is_file()
+
+
+def render_soundfont(notes: Sequence[tuple[int, float, float, int]], program: int, seconds: float,
+                     drums: bool = False) -> np.ndarray:
+    """(pitch, start, end, velocity 1-127) notes played by a GM program, mono 44.1 kHz, `seconds` long."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program, is_drum=drums)
+    inst.notes = [pretty_midi.Note(velocity=int(v), pitch=int(p), start=float(s), end=float(e))
+                  for p, s, e, v in notes]
+    midi.instruments.append(inst)
+    with tempfile.TemporaryDirectory() as tmp:
+        mid, wav = Path(tmp) / "part.mid", Path(tmp) / "part.wav"
+        midi.write(str(mid))
+        subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-r", str(SR), "-F", str(wav), str(SOUNDFONT), str(mid)],
+                       check=True, capture_output=True)
+        audio = _load(wav)
+    n = int(seconds * SR)
+    return np.pad(audio[:n], (0, max(0, n - audio.size))).astype(np.float32)
+
+
+def _at_level(audio: np.ndarray, db: float) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+    return audio * (10 ** (db / 20) / max(rms, 1e-9))
+
+
+def _sf_mix(name: str, guitar: np.ndarray, bass: np.ndarray, drums: np.ndarray,
+            truth: dict[str, list[Note]]) -> Mix:
+    g, b, d = _at_level(guitar, -18.0), _at_level(bass, -18.0), _at_level(drums, -20.0)
+    return Mix(name, synth.mix([g, b, d], pans=[-0.3, 0.0, 0.1]), truth, {"guitar": g, "bass": b})
+
+
+def _velocity(n: Note) -> int:
+    return int(np.clip(40 + 80 * n.velocity, 1, 127))
+
+
+def soundfont(count: int = 3, seconds: float = 30.0) -> Iterator[Mix]:
+    """The synthesised songs' notes played by GM guitars, basses and drums (FluidSynth)."""
+    if not have_soundfont():
+        return
+    guitars, basses = list(GM_GUITARS.items()), list(GM_BASSES.items())
+    for i, bpm in enumerate((100.0, 128.0, 90.0, 115.0)[:count]):
+        song = make_song(seconds, bpm=bpm, drums=True, seed=10 + i)
+        gname, gprog = guitars[i % len(guitars)]
+        _, bprog = basses[i % len(basses)]
+        parts = {p: render_soundfont([(n.pitch, n.start, n.end, _velocity(n)) for n in song.parts[p]],
+                                     prog, seconds) for p, prog in (("guitar", gprog), ("bass", bprog))}
+        hits = [(GM_DRUMS[kind], t, t + 0.1, 100) for kind, t in synth.drum_hits(seconds, bpm, start=0.5)]
+        drums = render_soundfont(hits, 0, seconds, drums=True)
+        yield _sf_mix(f"gm-synth-{gname}-{int(bpm)}bpm", parts["guitar"], parts["bass"], drums, song.parts)
+
+
+def soundfont_slakh(seconds: float = 30.0, starts: tuple[float, ...] = (10.0, 60.0, 120.0)) -> Iterator[Mix]:
+    """The Slakh track's guitar, bass and drum MIDI played by GM instruments (FluidSynth).
+
+    The bass MIDI is played an octave down, where the track's own bass patch sounds.
+    """
+    if not (SLAKH.is_dir() and have_soundfont()):
+        return
+    for start in starts:
+        end = start + seconds
+        guitar = _midi_notes(SLAKH / "MIDI" / "S08.mid", start, end)
+        bass = _midi_notes(SLAKH / "MIDI" / "S04.mid", start, end, -12)
+        drum = _midi_notes(SLAKH / "MIDI" / "S03.mid", start, end)
+
+        def raw(notes: list[Note]) -> list[tuple[int, float, float, int]]:
+            return [(n.pitch, n.start, n.end, int(round(n.velocity * 127))) for n in notes]
+
+        yield _sf_mix(f"gm-slakh-{int(start)}s", render_soundfont(raw(guitar), GM_GUITARS["overdriven"], seconds),
+                      render_soundfont(raw(bass), GM_BASSES["finger"], seconds),
+                      render_soundfont(raw(drum), 0, seconds, drums=True), {"guitar": guitar, "bass": bass})
 
 
 def onset_f1(truth: list[Note], est: list[Note], tolerance: float = 0.05) -> tuple[float, float, float]:

@@ -5,6 +5,11 @@
 # model it ships needs none of it, so it is installed with --no-deps after the
 # dependencies it really uses (the `transcriber` extra). torch is pinned to 2.13.0,
 # the CPU build this kind of machine keeps on disk.
+#
+#   scripts/install.sh [--force] [--bench]
+#   --force  reinstall even when .venv is up to date
+#   --bench  also the Debian packages only the accuracy benchmarks use (FluidSynth and a
+#            General MIDI soundfont, for bench/mixes.py's soundfont mixes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +18,35 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=${VENV:-.venv}
 STAMP="$VENV/.tabagent-installed"
 want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
+force=0
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=1 ;;
+    --bench) bench=1 ;;
+    *) echo "usage: scripts/install.sh [--force] [--bench]" >&2; exit 2 ;;
+  esac
+done
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && "${1:-}" != "--force" ]]; then
+# apt_install CMD PACKAGE [CMD PACKAGE ...]: install each PACKAGE whose CMD (a command,
+# or a file path) is missing, when this is a Debian machine and we are root.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]] || return 0
+  local need=()
+  while (($#)); do
+    if [[ "$1" == /* ]]; then [[ -e "$1" ]] || need+=("$2"); else command -v "$1" >/dev/null 2>&1 || need+=("$2"); fi
+    shift 2
+  done
+  ((${#need[@]})) || return 0
+  echo "installing Debian packages: ${need[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \
+    || echo "warning: could not install ${need[*]}; what needs them will skip" >&2
+}
+
+if ((bench)); then
+  apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm
+fi
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && ((!force)); then
   exit 0
 fi
 
@@ -27,17 +59,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 # Debian tools the tests and examples use: ffmpeg/ffprobe to inspect outputs,
 # chromium + chromedriver for the web page's browser test.
-if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-  need=()
-  command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-  command -v chromium >/dev/null 2>&1 || need+=(chromium)
-  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-  if ((${#need[@]})); then
-    echo "installing Debian packages: ${need[*]}"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \
-      || echo "warning: could not install ${need[*]}; tests that need them will skip" >&2
-  fi
-fi
+apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver
 
 echo "$want" > "$STAMP"
 echo "installed into $VENV"

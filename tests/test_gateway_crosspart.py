@@ -75,3 +75,21 @@ def test_without_a_bass_part_nothing_is_held() -> None:
     f = BleedFilter({"guitar": "guitar"})
     b = batch("guitar", GUITAR, 3.5)
     assert f.add("guitar", b) == [b]
+
+
+def test_overtones_that_mirror_the_bass_note_are_dropped_ringing_chord_tones_kept() -> None:
+    def note(s: float, p: int, length: float, v: float) -> audio_pb2.Note:
+        return audio_pb2.Note(pitch=p, start=s, end=s + length, velocity=v)
+
+    bass = audio_pb2.NoteBatch(part="bass", final_until=5.0, notes=[
+        note(1.0, 40, 0.25, 0.8), note(2.0, 40, 0.25, 0.8), note(3.0, 40, 0.25, 0.6), note(4.0, 40, 0.25, 0.8)])
+    guitar = audio_pb2.NoteBatch(part="guitar", final_until=5.0, notes=[
+        note(1.01, 59, 0.27, 0.6),   # a twelfth above, quieter, as long: the bass's overtone
+        note(2.02, 52, 0.22, 0.6),   # an octave above, quieter, as long (but over 0.5): overtone
+        note(3.00, 59, 0.25, 0.7),   # a twelfth above but louder than the bass: the guitar's
+        note(4.00, 52, 1.50, 0.6),   # an octave above but ringing on: a chord tone
+    ])
+    f = BleedFilter({"guitar": "guitar", "bass": "bass"})
+    out = f.add("bass", bass) + f.add("guitar", guitar) + f.end("bass") + f.end("guitar")
+    assert released(out, "guitar") == [(3.0, 59), (4.0, 52)]
+    assert f.dropped == {"guitar": 2}
