@@ -89,7 +89,7 @@ def main() -> int:
             mixes += list(soundfont_slakh())
     results = asyncio.run(run_chain(mixes))
     rows: list[tuple[str, str, float, float]] = []
-    lines = [f"{'mix':<24} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
+    lines = [f"{'mix':<28} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
     for mix in mixes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "mix.wav"
@@ -100,13 +100,13 @@ def main() -> int:
             _, _, fr = onset_f1(mix.truth[part], raw)
             c = collisions(results[mix.name][part])
             rows.append((mix.group, part, f, fr))
-            lines.append(f"{mix.name:<24} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
+            lines.append(f"{mix.name:<28} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
     groups = list(dict.fromkeys(g for g, *_ in rows))
     for label, wanted in [*((f"mean {g}", {g}) for g in groups), ("MEAN (all)", set(groups))]:
         for part in ("guitar", "bass"):
             fs = [f for g, p, f, _ in rows if p == part and g in wanted]
             frs = [fr for g, p, _, fr in rows if p == part and g in wanted]
-            lines.append(f"{label:<24} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
+            lines.append(f"{label:<28} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
     print("\n".join(lines))
     if args.write:
         from common import machine_line, replace_marked

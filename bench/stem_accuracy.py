@@ -51,7 +51,7 @@ def main() -> int:
         if not args.no_slakh:
             mixes += list(soundfont_slakh())
     model = BasicPitchModel()
-    lines = [f"{'stem':<24} {'part':<7} {'raw F1':>7} {'P':>5} {'R':>5} {'sent F1':>8} {'P':>5} {'R':>5}"]
+    lines = [f"{'stem':<28} {'part':<7} {'raw F1':>7} {'P':>5} {'R':>5} {'sent F1':>8} {'P':>5} {'R':>5}"]
     rows: list[tuple[str, str, float, float]] = []
     for mix in mixes:
         for part in ("guitar", "bass"):
@@ -66,12 +66,12 @@ def main() -> int:
             rp, rr, rf = onset_f1(mix.truth[part], raw)
             sp, sr_, sf = onset_f1(mix.truth[part], sent)
             rows.append((mix.group, part, rf, sf))
-            lines.append(f"{mix.name:<24} {part:<7} {rf:7.3f} {rp:5.2f} {rr:5.2f} {sf:8.3f} {sp:5.2f} {sr_:5.2f}")
+            lines.append(f"{mix.name:<28} {part:<7} {rf:7.3f} {rp:5.2f} {rr:5.2f} {sf:8.3f} {sp:5.2f} {sr_:5.2f}")
     groups = list(dict.fromkeys(g for g, *_ in rows))
     for label, wanted in [*((f"mean {g}", {g}) for g in groups), ("MEAN (all)", set(groups))]:
         for part in ("guitar", "bass"):
             sel = [(rf, sf) for g, p, rf, sf in rows if p == part and g in wanted]
-            lines.append(f"{label:<24} {part:<7} {sum(r for r, _ in sel) / len(sel):7.3f} {'':>5} {'':>5} "
+            lines.append(f"{label:<28} {part:<7} {sum(r for r, _ in sel) / len(sel):7.3f} {'':>5} {'':>5} "
                          f"{sum(s for _, s in sel) / len(sel):8.3f}")
     print("\n".join(lines))
     if args.write:
