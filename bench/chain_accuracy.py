@@ -20,12 +20,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-ROOT = Path(__file__).resolve().parents[1]
 
-from mixes import Mix, have_soundfont, onset_f1, slakh, soundfont, soundfont_slakh, synthetic  # noqa: E402
+from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
 
 from tabagent import synth  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
+
+ABOUT = (
+    "`tabagent run`'s embedded chain (DSP separator as shipped, Basic Pitch, bass",
+    "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix,",
+    "both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
+    "true notes. Synthesised mixes (synth) come from `tabagent.examples`; the Slakh mixes",
+    "(slakh) are the shared track's guitar (S08) and bass (S04) stems with drums rendered",
+    "from its drum MIDI, in 30 s excerpts (skipped when ../shared/data is absent); gm-synth",
+    "and gm-slakh play the same notes with General MIDI guitars, basses and drums",
+    "(FluidSynth, FluidR3_GM): sampled timbres nothing here was tuned on. Collisions: notes",
+    "sounding on one string at once (must be 0).",
+)
 
 
 def raw_basic_pitch(path: Path) -> list[Note]:
@@ -72,21 +83,9 @@ async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--synthetic", type=int, default=3)
-    parser.add_argument("--no-slakh", action="store_true")
-    parser.add_argument("--no-soundfont", action="store_true", help="skip the FluidSynth-rendered mixes")
-    parser.add_argument("--write", action="store_true", help="put the table into docs/ACCURACY.md")
+    add_arguments(parser)
     args = parser.parse_args()
-    mixes = list(synthetic(args.synthetic))
-    if not args.no_slakh:
-        mixes += list(slakh())
-    if not args.no_soundfont:
-        if not have_soundfont():
-            print("no fluidsynth + GM soundfont: soundfont mixes skipped (scripts/install.sh --bench)",
-                  file=sys.stderr)
-        mixes += list(soundfont(args.synthetic))
-        if not args.no_slakh:
-            mixes += list(soundfont_slakh())
+    mixes = selected(args)
     results = asyncio.run(run_chain(mixes))
     rows: list[tuple[str, str, float, float]] = []
     lines = [f"{'mix':<28} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
@@ -101,41 +100,11 @@ def main() -> int:
             c = collisions(results[mix.name][part])
             rows.append((mix.group, part, f, fr))
             lines.append(f"{mix.name:<28} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
-    groups = list(dict.fromkeys(g for g, *_ in rows))
-    for label, wanted in [*((f"mean {g}", {g}) for g in groups), ("MEAN (all)", set(groups))]:
-        for part in ("guitar", "bass"):
-            fs = [f for g, p, f, _ in rows if p == part and g in wanted]
-            frs = [fr for g, p, _, fr in rows if p == part and g in wanted]
-            lines.append(f"{label:<28} {part:<7} {sum(fs) / len(fs):8.3f} {'':>5} {'':>5} {sum(frs) / len(frs):10.3f}")
+    lines += mean_lines(rows, 28, ("{:8.3f} {:>5} {:>5}", "{:10.3f}"))
     print("\n".join(lines))
     if args.write:
-        from common import machine_line, replace_marked
-
-        command = "bench/chain_accuracy.py" + (f" --synthetic {args.synthetic}" if args.synthetic != 3 else "") + (
-            " --no-slakh" if args.no_slakh else "") + (" --no-soundfont" if args.no_soundfont else "")
-        block = "\n".join([
-            "<!-- chain:start -->",
-            "## The whole chain on guitar + bass + drums mixes",
-            "",
-            f"Command: `.venv/bin/python {command}`  ",
-            f"Machine: {machine_line()}",
-            "",
-            "`tabagent run`'s embedded chain (DSP separator as shipped, Basic Pitch, bass",
-            "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix,",
-            "both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
-            "true notes. Synthesised mixes (synth) come from `tabagent.examples`; the Slakh mixes",
-            "(slakh) are the shared track's guitar (S08) and bass (S04) stems with drums rendered",
-            "from its drum MIDI, in 30 s excerpts (skipped when ../shared/data is absent); gm-synth",
-            "and gm-slakh play the same notes with General MIDI guitars, basses and drums",
-            "(FluidSynth, FluidR3_GM): sampled timbres nothing here was tuned on. Collisions: notes",
-            "sounding on one string at once (must be 0).",
-            "",
-            "```",
-            *lines,
-            "```",
-            "<!-- chain:end -->",
-        ])
-        replace_marked(ROOT / "docs" / "ACCURACY.md", "<!-- chain:start -->", "<!-- chain:end -->", block)
+        write_section("chain", "The whole chain on guitar + bass + drums mixes",
+                      command_line("chain_accuracy.py", args), ABOUT, lines)
     return 0
 
 

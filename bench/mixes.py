@@ -10,9 +10,11 @@ basses and drums: timbres the separator and the transcriber's settings were not 
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -206,3 +208,62 @@ def onset_f1(truth: list[Note], est: list[Note], tolerance: float = 0.05) -> tup
     p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
         ref_i, ref_p, est_i, est_p, onset_tolerance=tolerance, offset_ratio=None)
     return float(p), float(r), float(f)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every mix benchmark takes: which mixes, and whether to write the doc."""
+    parser.add_argument("--synthetic", type=int, default=3, help="how many synthesised songs")
+    parser.add_argument("--no-slakh", action="store_true", help="skip the Slakh excerpts")
+    parser.add_argument("--no-soundfont", action="store_true", help="skip the FluidSynth-rendered mixes")
+    parser.add_argument("--write", action="store_true", help="put the table into docs/ACCURACY.md")
+
+
+def selected(args: argparse.Namespace) -> list[Mix]:
+    """The mixes `add_arguments`' options ask for (soundfont ones when FluidSynth is installed)."""
+    mixes = list(synthetic(args.synthetic))
+    if not args.no_slakh:
+        mixes += list(slakh())
+    if not args.no_soundfont:
+        if not have_soundfont():
+            print("no fluidsynth + GM soundfont: soundfont mixes skipped (scripts/install.sh --bench)",
+                  file=sys.stderr)
+        mixes += list(soundfont(args.synthetic))
+        if not args.no_slakh:
+            mixes += list(soundfont_slakh())
+    return mixes
+
+
+def command_line(script: str, args: argparse.Namespace) -> str:
+    """The command that reproduces this run, for the doc."""
+    return (f".venv/bin/python bench/{script}" + (f" --synthetic {args.synthetic}" if args.synthetic != 3 else "")
+            + (" --no-slakh" if args.no_slakh else "") + (" --no-soundfont" if args.no_soundfont else ""))
+
+
+def mean_lines(rows: Sequence[tuple[str, str, float, float]], width: int, fmt: tuple[str, str]) -> list[str]:
+    """Per family and overall means of (family, part, score a, score b) rows, as table lines.
+
+    `fmt` formats the two means (e.g. ("{:8.3f} {:>5} {:>5}", "{:10.3f}"): the first is
+    given the mean and two blanks, the second the mean).
+    """
+    groups = list(dict.fromkeys(g for g, *_ in rows))
+    out = []
+    for label, wanted in [*((f"mean {g}", {g}) for g in groups), ("MEAN (all)", set(groups))]:
+        for part in ("guitar", "bass"):
+            a = [x for g, p, x, _ in rows if p == part and g in wanted]
+            b = [y for g, p, _, y in rows if p == part and g in wanted]
+            if a:
+                out.append(f"{label:<{width}} {part:<7} " + fmt[0].format(sum(a) / len(a), "", "") + " "
+                           + fmt[1].format(sum(b) / len(b)))
+    return out
+
+
+def write_section(name: str, title: str, command: str, about: Sequence[str], lines: Sequence[str]) -> None:
+    """Put a table into docs/ACCURACY.md between `<!-- name:start -->` and `<!-- name:end -->`."""
+    from common import machine_line, replace_marked
+
+    block = "\n".join([
+        f"<!-- {name}:start -->", f"## {title}", "", f"Command: `{command}`  ", f"Machine: {machine_line()}", "",
+        *about, "", "```", *lines, "```", f"<!-- {name}:end -->",
+    ])
+    doc = Path(__file__).resolve().parents[1] / "docs" / "ACCURACY.md"
+    replace_marked(doc, f"<!-- {name}:start -->", f"<!-- {name}:end -->", block)

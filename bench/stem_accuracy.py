@@ -19,10 +19,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-ROOT = Path(__file__).resolve().parents[1]
+
+ABOUT = (
+    "Each part of the chain benchmark's mixes (above) on its own, without separation:",
+    "Basic Pitch's whole-file `predict` with its defaults (raw) against the notes the",
+    "transcriber service sends for that instrument (sent: streamed, then the bass's",
+    "monophony and octave repair, or the guitar's cleanup). Onset F1, 50 ms.",
+)
 
 from chain_accuracy import raw_basic_pitch  # noqa: E402
-from mixes import SR, Mix, have_soundfont, onset_f1, slakh, soundfont, soundfont_slakh, synthetic  # noqa: E402
+from mixes import SR, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
 
 from tabagent import synth  # noqa: E402
 
@@ -35,21 +41,9 @@ def main() -> int:
     from transcriber_svc.model import BasicPitchModel
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--synthetic", type=int, default=3)
-    parser.add_argument("--no-slakh", action="store_true")
-    parser.add_argument("--no-soundfont", action="store_true")
-    parser.add_argument("--write", action="store_true", help="put the table into docs/ACCURACY.md")
+    add_arguments(parser)
     args = parser.parse_args()
-    mixes: list[Mix] = list(synthetic(args.synthetic))
-    if not args.no_slakh:
-        mixes += list(slakh())
-    if not args.no_soundfont:
-        if not have_soundfont():
-            print("no fluidsynth + GM soundfont: soundfont stems skipped (scripts/install.sh --bench)",
-                  file=sys.stderr)
-        mixes += list(soundfont(args.synthetic))
-        if not args.no_slakh:
-            mixes += list(soundfont_slakh())
+    mixes = selected(args)
     model = BasicPitchModel()
     lines = [f"{'stem':<28} {'part':<7} {'raw F1':>7} {'P':>5} {'R':>5} {'sent F1':>8} {'P':>5} {'R':>5}"]
     rows: list[tuple[str, str, float, float]] = []
@@ -67,36 +61,11 @@ def main() -> int:
             sp, sr_, sf = onset_f1(mix.truth[part], sent)
             rows.append((mix.group, part, rf, sf))
             lines.append(f"{mix.name:<28} {part:<7} {rf:7.3f} {rp:5.2f} {rr:5.2f} {sf:8.3f} {sp:5.2f} {sr_:5.2f}")
-    groups = list(dict.fromkeys(g for g, *_ in rows))
-    for label, wanted in [*((f"mean {g}", {g}) for g in groups), ("MEAN (all)", set(groups))]:
-        for part in ("guitar", "bass"):
-            sel = [(rf, sf) for g, p, rf, sf in rows if p == part and g in wanted]
-            lines.append(f"{label:<28} {part:<7} {sum(r for r, _ in sel) / len(sel):7.3f} {'':>5} {'':>5} "
-                         f"{sum(s for _, s in sel) / len(sel):8.3f}")
+    lines += mean_lines(rows, 28, ("{:7.3f} {:>5} {:>5}", "{:8.3f}"))
     print("\n".join(lines))
     if args.write:
-        from common import machine_line, replace_marked
-
-        command = "bench/stem_accuracy.py" + (f" --synthetic {args.synthetic}" if args.synthetic != 3 else "") + (
-            " --no-slakh" if args.no_slakh else "") + (" --no-soundfont" if args.no_soundfont else "")
-        block = "\n".join([
-            "<!-- stems:start -->",
-            "## Isolated stems: raw Basic Pitch vs what the transcriber sends",
-            "",
-            f"Command: `.venv/bin/python {command}`  ",
-            f"Machine: {machine_line()}",
-            "",
-            "Each part of the chain benchmark's mixes (above) on its own, without separation:",
-            "Basic Pitch's whole-file `predict` with its defaults (raw) against the notes the",
-            "transcriber service sends for that instrument (sent: streamed, then the bass's",
-            "monophony and octave repair, or the guitar's cleanup). Onset F1, 50 ms.",
-            "",
-            "```",
-            *lines,
-            "```",
-            "<!-- stems:end -->",
-        ])
-        replace_marked(ROOT / "docs" / "ACCURACY.md", "<!-- stems:start -->", "<!-- stems:end -->", block)
+        write_section("stems", "Isolated stems: raw Basic Pitch vs what the transcriber sends",
+                      command_line("stem_accuracy.py", args), ABOUT, lines)
     return 0
 
 
