@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
@@ -39,12 +41,15 @@ ABOUT = (
 )
 
 
-def raw_basic_pitch(path: Path) -> list[Note]:
-    """Basic Pitch's own whole-file `predict` with its ONNX model and default settings."""
+def raw_basic_pitch(audio: np.ndarray) -> list[Note]:
+    """Basic Pitch's own whole-file `predict` (ONNX model, default settings) on 44.1 kHz audio."""
     from transcriber_svc.basicpitch import import_quietly, onnx_model_path
 
     inference = import_quietly("basic_pitch.inference")
-    _, _, events = inference.predict(str(path), str(onnx_model_path()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audio.wav"
+        synth.write_wav(str(path), audio)
+        _, _, events = inference.predict(str(path), str(onnx_model_path()))
     return [Note(int(e[2]), float(e[0]), float(e[1]), float(e[3])) for e in events]
 
 
@@ -90,10 +95,7 @@ def main() -> int:
     rows: list[tuple[str, str, float, float]] = []
     lines = [f"{'mix':<28} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
     for mix in mixes:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "mix.wav"
-            synth.write_wav(str(path), mix.audio)
-            raw = raw_basic_pitch(path)
+        raw = raw_basic_pitch(mix.audio)
         for part in ("guitar", "bass"):
             p, r, f = onset_f1(mix.truth[part], results[mix.name][part])
             _, _, fr = onset_f1(mix.truth[part], raw)

@@ -186,13 +186,15 @@ def soundfont_slakh(seconds: float = 30.0, starts: tuple[float, ...] = (10.0, 60
         guitar = _midi_notes(SLAKH / "MIDI" / "S08.mid", start, end)
         bass = _midi_notes(SLAKH / "MIDI" / "S04.mid", start, end, -12)
         drum = _midi_notes(SLAKH / "MIDI" / "S03.mid", start, end)
+        yield _sf_mix(f"gm-slakh-{int(start)}s",
+                      render_soundfont(_as_midi(guitar), GM_GUITARS["overdriven"], seconds),
+                      render_soundfont(_as_midi(bass), GM_BASSES["finger"], seconds),
+                      render_soundfont(_as_midi(drum), 0, seconds, drums=True), {"guitar": guitar, "bass": bass})
 
-        def raw(notes: list[Note]) -> list[tuple[int, float, float, int]]:
-            return [(n.pitch, n.start, n.end, int(round(n.velocity * 127))) for n in notes]
 
-        yield _sf_mix(f"gm-slakh-{int(start)}s", render_soundfont(raw(guitar), GM_GUITARS["overdriven"], seconds),
-                      render_soundfont(raw(bass), GM_BASSES["finger"], seconds),
-                      render_soundfont(raw(drum), 0, seconds, drums=True), {"guitar": guitar, "bass": bass})
+def _as_midi(notes: list[Note]) -> list[tuple[int, float, float, int]]:
+    """Notes read from MIDI (velocity / 127) back as (pitch, start, end, MIDI velocity)."""
+    return [(n.pitch, n.start, n.end, int(round(n.velocity * 127))) for n in notes]
 
 
 def onset_f1(truth: list[Note], est: list[Note], tolerance: float = 0.05) -> tuple[float, float, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,6 @@ ABOUT = (
 
 from chain_accuracy import raw_basic_pitch  # noqa: E402
 from mixes import SR, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
-
-from tabagent import synth  # noqa: E402
 
 
 def main() -> int:
@@ -49,12 +46,8 @@ def main() -> int:
     rows: list[tuple[str, str, float, float]] = []
     for mix in mixes:
         for part in ("guitar", "bass"):
-            stem = mix.stems[part]
-            mono = stem.mean(axis=1) if stem.ndim == 2 else stem
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "stem.wav"
-                synth.write_wav(str(path), np.stack([mono, mono], axis=1))
-                raw = raw_basic_pitch(path)
+            mono = mix.stems[part]
+            raw = raw_basic_pitch(np.stack([mono, mono], axis=1))
             audio = soxr.resample(mono.astype(np.float32), SR, AUDIO_SAMPLE_RATE, "HQ").astype(np.float32)
             _, sent = transcribe(model, audio, part)
             rp, rr, rf = onset_f1(mix.truth[part], raw)

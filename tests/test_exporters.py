@@ -201,7 +201,7 @@ def test_musicxml_of_an_hour_long_song_is_written_in_bounded_memory(tmp_path: Pa
     parts = {"guitar": (tunings.standard("guitar"), guitar), "bass": (tunings.standard("bass"), bass)}
     for tuning, notes in parts.values():
         for n in notes:     # fingered directly: the engine is not what is measured here
-            n.string, n.fret = max(i for i, s in enumerate(tuning.strings) if s <= n.pitch), 0
+            n.string = max(i for i, s in enumerate(tuning.strings) if s <= n.pitch)
             n.fret = n.pitch - tuning.strings[n.string]
     tracemalloc.start()
     try:
