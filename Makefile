@@ -13,7 +13,7 @@ lint: install
 	$(PY) -m ruff check .
 
 check: lint
-	$(PY) -m mypy tabagent separator_svc transcriber_svc video_svc gateway
+	$(PY) -m mypy tabagent separator_svc transcriber_svc video_svc gateway launcher evalkit
 
 test: install
 	$(PY) -m pytest -m "not slow and not gpu" -q
@@ -27,7 +27,7 @@ proto: install
 # The main job on the embedded default: makes an example clip, runs the whole chain on
 # loopback gRPC, writes out/ (result.json, tab.txt, tab.gp5, tab.musicxml, notes.mid, video.mp4).
 run: install
-	$(PY) -m tabagent.examples make examples/example.wav
+	$(PY) -m evalkit.examples make examples/example.wav
 	$(VENV)/bin/tabagent run examples/example.wav --out out
 
 up: install

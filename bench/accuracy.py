@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tabagent import synth  # noqa: E402
+from evalkit import synth  # noqa: E402
+from evalkit.fingering_corpus import PIECES, Piece, count_collisions, score_fingering  # noqa: E402
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, lowest_fret  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
-from tabagent.pieces import PIECES, Piece, count_collisions, score_fingering  # noqa: E402
 
 logger = logging.getLogger("bench.accuracy")
 

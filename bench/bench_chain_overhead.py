@@ -43,7 +43,7 @@ def _cpu() -> float:
 
 
 async def measure(path: Path, runs: int, model_dir: Path | None) -> dict[str, list[float]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     mix = read_wav(path)
     local = InProcessChain(model_dir=model_dir)

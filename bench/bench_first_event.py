@@ -26,7 +26,7 @@ GOAL = 0.15  # first tab event of the 5 min song within 15 % of the total
 
 
 async def measure(seconds: list[float], video: bool, model_dir: Path | None) -> list[tuple[str, object]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     results = []
     async with LocalChain(video=video, model_dir=str(model_dir) if model_dir else None) as chain:

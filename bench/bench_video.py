@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
+from evalkit.examples import Song, make_song  # noqa: E402
 from tabagent import tuning  # noqa: E402
-from tabagent.examples import Song, make_song  # noqa: E402
-from tabagent.service import channel_options  # noqa: E402
+from tabagent.serving import channel_options  # noqa: E402
 from tabagent.v1 import video_pb2, video_pb2_grpc  # noqa: E402
 from video_svc.backend import VideoBackend  # noqa: E402
 from video_svc.config import VideoConfig  # noqa: E402

@@ -74,7 +74,7 @@ def baseline(path: Path, model_dir: Path | None) -> dict[str, object]:
 
 async def warm(path: Path, model_dir: Path | None, requests: int) -> dict[str, object]:
     """Start the embedded chain once, then send `requests` songs one after another."""
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     started = time.perf_counter()
     async with LocalChain(video=False, model_dir=str(model_dir) if model_dir else None) as chain:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
 
-from tabagent import synth  # noqa: E402
+from evalkit import synth  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 
 ABOUT = (
@@ -67,7 +67,7 @@ def collisions(notes: list[Note]) -> int:
 
 
 async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
     from tabagent.client import AsyncClient, Notes, process_config
 
     out: dict[str, dict[str, list[Note]]] = {}

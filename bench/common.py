@@ -94,7 +94,7 @@ def song(seconds: float, seed: int = 0) -> Path:
     path = SONGS / f"song-{seconds:g}s-{seed}.wav"
     if path.exists():
         return path
-    from tabagent.examples import make_song
+    from evalkit.examples import make_song
 
     tmp = path.with_suffix(".tmp")
     base = make_song(min(seconds, LOOP_SECONDS), seed=seed).mix

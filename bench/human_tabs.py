@@ -41,11 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tabagent import tabcorpus  # noqa: E402
+from evalkit import tabcorpus  # noqa: E402
+from evalkit.tabcorpus import HumanTrack  # noqa: E402
 from tabagent import tuning as tunings  # noqa: E402
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, lowest_fret  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
-from tabagent.tabcorpus import HumanTrack  # noqa: E402
 from tabagent.tuning import Tuning  # noqa: E402
 
 logger = logging.getLogger("bench.human_tabs")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
-from tabagent.examples import make_song
+from evalkit import synth
+from evalkit.examples import make_song
 from tabagent.notes import Note
 
 SHARED = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

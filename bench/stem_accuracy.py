@@ -33,8 +33,8 @@ from mixes import SR, add_arguments, command_line, mean_lines, onset_f1, selecte
 def main() -> int:
     import soxr
 
+    from evalkit.transcriber_eval import transcribe
     from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
-    from transcriber_svc.evaluate import transcribe
     from transcriber_svc.model import BasicPitchModel
 
     parser = argparse.ArgumentParser()

@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
 
 
 @dataclass(frozen=True)

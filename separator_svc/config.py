@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tabagent.audio import MAX_CHUNK_BYTES
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
 
 
 def default_hub_cache() -> Path:

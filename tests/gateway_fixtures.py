@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
+from evalkit import synth
 from tabagent.client import Artifact, AsyncClient, Done, Notes, PartStarted, Progress, Started
 from tabagent.notes import Note
 from tabagent.v1 import gateway_pb2

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import uvicorn
 
-from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.local import LocalChain
-from gateway.serve import UvicornServer
-from gateway.server import Downstream
+from gateway.grpc_api import Downstream
+from gateway.http_api.app import create_app
+from gateway.main import UvicornServer
+from launcher.embedded import LocalChain
 
 
 def gateway_config(chain: LocalChain, data_dir: Path, **changes: Any) -> GatewayConfig:

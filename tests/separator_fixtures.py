@@ -19,7 +19,7 @@ from separator_svc.config import SeparatorConfig
 from separator_svc.server import ModelStore, create_server
 from separator_svc.tiny import build_tiny_bag, build_tiny_hub_cache
 from tabagent.audio import iter_chunks
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import audio_pb2, separator_pb2, separator_pb2_grpc
 
 TINY_SEGMENT = 2.0

@@ -8,6 +8,7 @@ import mido
 import pretty_midi
 import pytest
 
+from evalkit.fingering_corpus import by_name
 from tabagent import tuning as tunings
 from tabagent.exporters import (
     parse_ascii_tab,
@@ -20,7 +21,6 @@ from tabagent.exporters import (
 )
 from tabagent.fingering import assign
 from tabagent.notes import Note
-from tabagent.pieces import by_name
 from tabagent.rhythm import Rhythm
 
 TEMPO = 100.0

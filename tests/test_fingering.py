@@ -13,12 +13,12 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
+from evalkit.fingering_corpus import PIECES, by_name
+from launcher.fingering_cli import run
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, finger_json, lowest_fret
-from tabagent.fingering_cli import run
 from tabagent.notes import Note
-from tabagent.pieces import PIECES, by_name
 
 GUITAR = tunings.standard("guitar")
 
@@ -294,7 +294,7 @@ def test_cli_json_and_midi(tmp_path: Path) -> None:
 def test_cli_as_a_process() -> None:
     data = json.dumps({"notes": [{"pitch": 43, "start": 0, "end": 1}, {"pitch": 50, "start": 0, "end": 1}]})
     proc = subprocess.run(
-        [sys.executable, "-m", "tabagent.fingering_cli", "--tuning", "E2,A2,D3,G3,B3,E4", "--capo", "3"],
+        [sys.executable, "-m", "launcher.fingering_cli", "--tuning", "E2,A2,D3,G3,B3,E4", "--capo", "3"],
         input=data, capture_output=True, text=True, timeout=60, check=True,
     )
     result = json.loads(proc.stdout)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tabagent import tabcorpus
+from evalkit import tabcorpus
+from evalkit.tabcorpus import HumanTrack
 from tabagent import tuning as tunings
 from tabagent.fingering import assign, lowest_fret
 from tabagent.notes import Note
-from tabagent.tabcorpus import HumanTrack
 
 gp = pytest.importorskip("guitarpro")
 models = gp.models

@@ -14,11 +14,11 @@ import grpc
 import pytest
 from gateway_fixtures import collect, string_collisions, write_audio
 
-from gateway.local import LocalChain
+from evalkit.examples import Song, make_song
+from launcher.embedded import LocalChain
 from separator_svc.tiny import build_tiny_bag
 from tabagent import result as result_doc
 from tabagent.client import AsyncClient, InvalidInput, process_config
-from tabagent.examples import Song, make_song
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.timeout(300)

@@ -14,9 +14,9 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config
 
+from evalkit.examples import make_song
 from gateway.auth import LINK_SECONDS, Auth
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from launcher.embedded import LocalChain
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -24,9 +24,9 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config, sse
 
-from gateway.jobs import INTERRUPTED, SHUTDOWN
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from evalkit.examples import make_song
+from gateway.job_queue import INTERRUPTED, SHUTDOWN
+from launcher.embedded import LocalChain
 
 pytestmark = pytest.mark.timeout(300)
 

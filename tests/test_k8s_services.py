@@ -15,7 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_k8s import FACTS, MODEL_SERVICES, OVERLAYS, SERVICES, container, of_kind, render
 
-from tabagent import service
+from tabagent import serving
+from tabagent.serving import lifecycle
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -159,9 +160,9 @@ ALL_PASS = dict.fromkeys(PROBES, True)
 
 @pytest.mark.parametrize("name", list(SERVICES))
 async def test_probes_follow_warm_up_and_drain(name: str) -> None:
-    """The shared health plumbing every service uses (tabagent.service.new_server)."""
-    server, health = service.new_server([SERVICES[name]["grpc_service"]])
-    port = service.bind(server, "[::]:0")
+    """The shared health plumbing every service uses (tabagent.serving.new_server)."""
+    server, health = serving.new_server([SERVICES[name]["grpc_service"]])
+    port = serving.bind(server, "[::]:0")
     await server.start()
     try:
         assert await probe_results(name, port) == NONE_PASS, "probes pass before warm-up"
@@ -216,8 +217,8 @@ async def downstream() -> AsyncIterator[dict[str, Any]]:
     """Health endpoints standing in for the three model services' (NOT_SERVING at first)."""
     started = {}
     for name in SERVICES["gateway"]["addresses"].values():
-        server, health = service.new_server([SERVICES[name]["grpc_service"]])
-        port = service.bind(server, "[::]:0")
+        server, health = serving.new_server([SERVICES[name]["grpc_service"]])
+        port = serving.bind(server, "[::]:0")
         await server.start()
         started[name] = (server, health, port)
     yield started
@@ -228,7 +229,7 @@ async def downstream() -> AsyncIterator[dict[str, Any]]:
 async def test_real_gateway_probes(downstream: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway is ready only once every model service is: its probes follow theirs."""
     cls = config_class("gateway")
-    srv = import_or_skip("gateway.server")
+    srv = import_or_skip("gateway.grpc_api")
     env = effective_env(render("base"), "gateway")
     for var, name in SERVICES["gateway"]["addresses"].items():
         env[var] = f"127.0.0.1:{downstream[name][2]}"
@@ -251,8 +252,8 @@ async def test_real_gateway_probes(downstream: dict[str, Any], monkeypatch: pyte
 
 async def test_connections_age_out_without_cutting_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     """max_connection_age: clients reconnect (and re-resolve DNS) but running streams live on."""
-    monkeypatch.setattr(service, "MAX_CONNECTION_AGE_MS", 300)
-    server, health = service.new_server(["tabagent.test.Age"])
+    monkeypatch.setattr(lifecycle, "MAX_CONNECTION_AGE_MS", 300)
+    server, health = serving.new_server(["tabagent.test.Age"])
 
     async def slow(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for _ in request_iterator:
@@ -263,10 +264,10 @@ async def test_connections_age_out_without_cutting_streams(monkeypatch: pytest.M
 
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "tabagent.test.Age", {"Slow": grpc.stream_stream_rpc_method_handler(slow)})])
-    port = service.bind(server, "[::]:0")
+    port = serving.bind(server, "[::]:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=service.channel_options()) as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=serving.channel_options()) as channel:
             call = channel.stream_stream("/tabagent.test.Age/Slow")
             first = [peer async for peer in call(iter([b"x"]))]
             assert len(first) == 6 and len(set(first)) == 1  # one connection, never cut

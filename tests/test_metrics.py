@@ -13,7 +13,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tabagent import service
+from tabagent import serving
 from tabagent.errors import BadConfig
 from tabagent.metrics import (
     REQUEST_BUCKETS,
@@ -48,14 +48,14 @@ def value(text: str, name: str, **labels: str) -> float:
 class LoadService:
     """A stream handler shaped like the real services': limiter slot, stages, errors."""
 
-    def __init__(self, metrics: ServiceMetrics, limiter: service.StreamLimiter) -> None:
+    def __init__(self, metrics: ServiceMetrics, limiter: serving.StreamLimiter) -> None:
         self.metrics = metrics
         self.limiter = limiter
         self.release = asyncio.Event()
 
-    @service.grpc_stream_errors("load")
+    @serving.grpc_stream_errors("load")
     async def work(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        first = await service.first_message(request_iterator, "load")
+        first = await serving.first_message(request_iterator, "load")
         if first == b"bad":
             raise BadConfig("load: 'bad' is not a valid config")
         async with self.limiter.slot():
@@ -72,16 +72,16 @@ class LoadService:
 @pytest.fixture()
 async def load_server() -> AsyncIterator[tuple[LoadService, grpc.aio.Channel, str]]:
     metrics = ServiceMetrics("separator")
-    limiter = service.StreamLimiter(max_active=2, max_queued=3, name="load")
+    limiter = serving.StreamLimiter(max_active=2, max_queued=3, name="load")
     metrics.bind_limiter(limiter)
     svc = LoadService(metrics, limiter)
-    server, health = service.new_server(["tabagent.test.Load"], interceptors=[metrics.interceptor()])
+    server, health = serving.new_server(["tabagent.test.Load"], interceptors=[metrics.interceptor()])
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("tabagent.test.Load", {
             "Work": grpc.stream_stream_rpc_method_handler(svc.work),
         })]
     )
-    port = service.bind(server, "[::]:0")
+    port = serving.bind(server, "[::]:0")
     await server.start()
     await health.set_serving(True)
     http = start_http_server(0, metrics.registry, addr="127.0.0.1")

@@ -6,8 +6,8 @@ import mir_eval
 import numpy as np
 import pytest
 
-from tabagent import synth
-from tabagent.examples import make_song
+from evalkit import synth
+from evalkit.examples import make_song
 from tabagent.notes import Note
 from tabagent.rhythm import BeatTracker, Grid, Rhythm, quantize
 

@@ -20,10 +20,10 @@ import pytest
 from gateway_fixtures import Collected, collect, write_audio
 from transcriber_fixtures import warm_model
 
-from gateway.local import LocalChain
-from tabagent import service
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
+from tabagent import serving
 from tabagent.client import AsyncClient, NotReady, Progress, Started, process_config
-from tabagent.examples import make_song
 from tabagent.metrics import ServiceMetrics
 from transcriber_svc.config import TranscriberConfig
 from transcriber_svc.server import ModelHolder, create_server
@@ -42,7 +42,7 @@ class Replica:
     metrics: ServiceMetrics
 
     @property
-    def health(self) -> service.Health:
+    def health(self) -> serving.Health:
         assert self.holder.health is not None
         return self.holder.health
 
@@ -167,7 +167,7 @@ async def test_drained_replica_finishes_its_song_and_the_next_go_to_the_survivor
         running, victim = await start_long_song(client, songs["long"], replicas)
         survivor = next(r for r in replicas if r is not victim)
         held = victim.active
-        drained = asyncio.create_task(service.drain(victim.server, victim.health, grace=60))  # SIGTERM
+        drained = asyncio.create_task(serving.drain(victim.server, victim.health, grace=60))  # SIGTERM
         await asyncio.sleep(0.2)
         assert not victim.health.ready
         during = await song(client, songs["short"])  # while the victim drains

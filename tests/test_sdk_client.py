@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import collect, write_audio
 
+from evalkit.examples import make_song
 from gateway.config import GatewayConfig
-from gateway.local import LocalChain
-from gateway.server import Downstream, GatewayServicer, create_server
+from gateway.grpc_api import Downstream, GatewayServicer, create_server
+from launcher.embedded import LocalChain
 from tabagent.client import (
     Artifact,
     AsyncClient,
@@ -31,7 +32,6 @@ from tabagent.client import (
     process_config,
 )
 from tabagent.client._async import MAX_BACKOFF, backoff_delay
-from tabagent.examples import make_song
 
 pytestmark = pytest.mark.timeout(300)
 

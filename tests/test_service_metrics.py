@@ -20,13 +20,13 @@ from gateway_fixtures import collect, write_audio
 from prometheus_client.parser import text_string_to_metric_families
 from transcriber_fixtures import warm_model
 
-from gateway.local import LocalChain
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 from tabagent import tuning
 from tabagent.audio import iter_chunks
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 from tabagent.metrics import MetricsServer, ServiceMetrics, iter_samples, start_http_server
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.config import TranscriberConfig
 from transcriber_svc.server import ModelHolder, create_server, serve

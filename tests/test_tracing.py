@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway.local import LocalChain
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 from separator_svc.tiny import build_tiny_bag
 from tabagent import telemetry
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from transcriber_fixtures import stem_22k, warm_model
 
+from evalkit import transcriber_eval as evaluate
+from evalkit.examples import Song
 from tabagent import tuning as tunings
-from tabagent.examples import Song
-from transcriber_svc import evaluate
 from transcriber_svc.decoder import RawNote
 from transcriber_svc.postprocess import PostProcessor, PostSettings
 

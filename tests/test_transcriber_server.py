@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from transcriber_fixtures import onset_f1, warm_model
 
+from evalkit.examples import Song
 from tabagent import tuning as tunings
 from tabagent.audio import iter_chunks, make_chunk
-from tabagent.examples import Song
 from tabagent.notes import Note
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.config import TranscriberConfig
 from transcriber_svc.model import BasicPitchModel

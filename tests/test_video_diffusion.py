@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from video_fixtures import decode_frames, ffprobe, render, requests_for, running_server
 
-from tabagent.examples import Song, make_song
+from evalkit.examples import Song, make_song
 from tabagent.v1 import video_pb2
 from video_svc.backend import VideoBackend
 from video_svc.config import VideoConfig

@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from video_fixtures import expect_error, render, requests_for, running_server, song_parts
 
+from evalkit.examples import Song
 from tabagent.audio import make_chunk
-from tabagent.examples import Song
 from tabagent.v1 import audio_pb2, video_pb2
 from video_svc.config import VideoConfig
 from video_svc.server import SERVICE_NAME

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from tabagent.examples import Song
+from evalkit.examples import Song
 from tabagent.notes import Note
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, import_quietly, min_note_frames
 from transcriber_svc.model import BasicPitchModel

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from evalkit.examples import Song
 from tabagent import tuning
-from tabagent.examples import Song
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import audio_pb2, video_pb2, video_pb2_grpc
 from video_svc.backend import VideoBackend
 from video_svc.config import VideoConfig

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from tabagent.audio import MAX_CHUNK_BYTES
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
 
 
 @dataclass(frozen=True)

@@ -155,9 +155,9 @@ class BasicPitchModel:
         Returns:
             Seconds spent.
         """
+        from evalkit.synth import GUITAR, render_notes
         from tabagent import tuning
         from tabagent.notes import Note
-        from tabagent.synth import GUITAR, render_notes
         from transcriber_svc.pipeline import NoteTracker
 
         with self._warm_lock:

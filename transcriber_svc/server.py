@@ -20,7 +20,7 @@ from tabagent import telemetry
 from tabagent.audio import ChunkValidator, StreamResampler
 from tabagent.errors import BadConfig, InvalidInput, NotReady
 from tabagent.metrics import ServiceMetrics, start_http_server
-from tabagent.service import (
+from tabagent.serving import (
     END_OF_AUDIO,
     Health,
     StreamLimiter,

@@ -8,7 +8,7 @@ import threading
 import time
 
 from tabagent.metrics import ServiceMetrics
-from tabagent.service import Health
+from tabagent.serving import Health
 from tabagent.v1 import audio_pb2
 from video_svc.background import Background, ProceduralBackground, procedural_info
 from video_svc.config import VideoConfig

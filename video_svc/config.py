@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
 
 
 def _env_str(name: str, default: str) -> str:

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from tabagent import telemetry
 from tabagent.errors import BadConfig, Cancelled
 from tabagent.metrics import ServiceMetrics, start_http_server
-from tabagent.service import (
+from tabagent.serving import (
     Health,
     StreamLimiter,
     bind,

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import grpc
 
-from tabagent import service, telemetry
+from tabagent import serving, telemetry
 from tabagent.client._config import FILE_PIECE
 from tabagent.client._events import Artifact, Done, Event, VideoFragment, convert
 from tabagent.errors import InvalidInput, UpstreamError, error_for_status
@@ -65,7 +65,7 @@ class AsyncClient:
                  retries: int = 3, timeout: float | None = None, *, backoff: float = 0.5) -> None:
         self._own = channel is None
         self._channel = channel or grpc.aio.insecure_channel(
-            address, options=service.channel_options(), interceptors=telemetry.client_interceptors())
+            address, options=serving.channel_options(), interceptors=telemetry.client_interceptors())
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         self.retries = retries
         self.timeout = timeout

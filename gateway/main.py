@@ -13,11 +13,11 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.server import create_server
+from gateway.grpc_api import create_server
+from gateway.http_api.app import create_app
 from tabagent import metrics as tabmetrics
-from tabagent import service, telemetry
+from tabagent import serving, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ async def serve(config: GatewayConfig, grace: float = GRACE_SECONDS) -> None:
             raise SystemExit("the HTTP server stopped unexpectedly")
         log.info("shutting down: draining streams and jobs for up to %.0f s", grace)
     finally:
-        await asyncio.gather(service.drain(server, servicer.health, grace), app.state.stop_jobs())
+        await asyncio.gather(serving.drain(server, servicer.health, grace), app.state.stop_jobs())
         http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
         await servicer.downstream.close()

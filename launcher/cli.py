@@ -69,8 +69,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 async def _run_song(args: argparse.Namespace) -> int:
+    from launcher.progress import StageBars
     from tabagent.client import Artifact, AsyncClient, process_config
-    from tabagent.progress import StageBars
 
     if not args.song.is_file():
         raise InvalidInput(f"{args.song}: no such file")
@@ -84,7 +84,7 @@ async def _run_song(args: argparse.Namespace) -> int:
     local = None
     address = args.gateway
     if not address:
-        from gateway.local import LocalChain
+        from launcher.embedded import LocalChain
 
         local = LocalChain(
             separator_addr=args.separator_addr, transcriber_addr=args.transcriber_addr,
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub)
     _add_up(sub)
     try:
-        from tabagent import fingering_cli
+        from launcher import fingering_cli
     except ImportError:  # pragma: no cover - the module ships with the package
         fingering_cli = None  # type: ignore[assignment]
     if fingering_cli is not None:

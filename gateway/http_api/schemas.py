@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway.auth import Auth
-from gateway.jobs import LiveJob
+from gateway.job_queue import LiveJob
 from gateway.store import JobRecord
 
 

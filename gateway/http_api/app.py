@@ -32,9 +32,9 @@ from starlette.requests import ClientDisconnect
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.events import END_TYPES, KEEPALIVE_SECONDS, JobEvent
-from gateway.jobs import UPLOAD, Busy, JobManager
+from gateway.http_api.schemas import ErrorBody, Health, JobList, JobView, job_path, job_view
+from gateway.job_queue import UPLOAD, Busy, JobManager
 from gateway.options import OPTION_DOCS, parse_options
-from gateway.schemas import ErrorBody, Health, JobList, JobView, job_path, job_view
 from gateway.spec import spec_from_config
 from gateway.store import STATUSES, JobRecord, JobStore
 from gateway.upload import check_length, probe, receive_multipart, receive_raw

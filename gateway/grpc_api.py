@@ -21,9 +21,9 @@ from opentelemetry import trace
 from gateway import artifacts
 from gateway.chain import Stubs
 from gateway.config import GatewayConfig
-from gateway.job import SongJob
+from gateway.song_job import SongJob
 from gateway.spec import spec_from_config
-from tabagent import service, telemetry
+from tabagent import serving, telemetry
 from tabagent.errors import BadConfig
 from tabagent.metrics import ServiceMetrics
 from tabagent.v1 import (
@@ -42,7 +42,7 @@ SERVICE_NAME = "tabagent.v1.Gateway"
 def open_channel(address: str) -> grpc.aio.Channel:
     """A channel to a service; `dns:///name:port` balances over every replica."""
     return grpc.aio.insecure_channel(
-        address, options=service.channel_options(), interceptors=telemetry.client_interceptors()
+        address, options=serving.channel_options(), interceptors=telemetry.client_interceptors()
     )
 
 
@@ -99,22 +99,22 @@ class Downstream:
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     """Receives a file, streams it through the chain, returns events and artifacts."""
 
-    def __init__(self, config: GatewayConfig, downstream: Downstream, health: service.Health) -> None:
+    def __init__(self, config: GatewayConfig, downstream: Downstream, health: serving.Health) -> None:
         self.config = config
         self.downstream = downstream
         self.health = health
         self.metrics = downstream.metrics
-        self.limiter = service.StreamLimiter(config.max_streams, config.max_queue, "gateway")
+        self.limiter = serving.StreamLimiter(config.max_streams, config.max_queue, "gateway")
         self.metrics.bind_limiter(self.limiter)
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
 
-    @service.grpc_stream_errors("gateway")
+    @serving.grpc_stream_errors("gateway")
     async def Process(
         self, request_iterator: AsyncIterator[gateway_pb2.ProcessRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ProcessResponse]:
-        service.require_ready(self.health, "the gateway")
+        serving.require_ready(self.health, "the gateway")
         async with self.limiter.slot():
-            first = await service.first_message(request_iterator, "Gateway.Process")
+            first = await serving.first_message(request_iterator, "Gateway.Process")
             if first.WhichOneof("payload") != "config":
                 raise BadConfig("the first message must carry ProcessConfig, then the file's bytes")
             spec = spec_from_config(first.config, uuid.uuid4().hex)
@@ -166,9 +166,9 @@ def create_server(config: GatewayConfig, downstream: Downstream | None = None,
         (server, bound port, servicer).
     """
     downstream = downstream or Downstream(config)
-    server, health = service.new_server(
+    server, health = serving.new_server(
         [SERVICE_NAME], interceptors=[downstream.metrics.interceptor()], name="gateway")
     servicer = GatewayServicer(config, downstream, health)
     gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server)
-    port = service.bind(server, address or f"{config.host}:{config.port}")
+    port = serving.bind(server, address or f"{config.host}:{config.port}")
     return server, port, servicer

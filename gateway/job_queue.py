@@ -26,8 +26,8 @@ from gateway import artifacts as artifact_files
 from gateway.chain import Stubs
 from gateway.config import GatewayConfig
 from gateway.events import EventLog, convert
-from gateway.job import SongJob
 from gateway.options import JobOptions
+from gateway.song_job import SongJob
 from gateway.spec import spec_from_config
 from gateway.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobRecord, JobStore, now
 from gateway.upload import AudioInfo

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from evalkit.fingering_corpus import count_collisions
 from tabagent import tuning as tunings
 from tabagent.notes import Note
-from tabagent.pieces import count_collisions
 from tabagent.tuning import Tuning
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from gateway.config import GatewayConfig
-from gateway.server import Downstream, GatewayServicer, create_server
+from gateway.grpc_api import Downstream, GatewayServicer, create_server
 from tabagent.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)

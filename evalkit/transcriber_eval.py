@@ -128,7 +128,7 @@ def align_octave(reference: list[Note], raw: Sequence[Note]) -> tuple[list[Note]
 
 def evaluate_synth(model: BasicPitchModel, seconds: float, seed: int) -> dict[str, tuple[Scores, Scores]]:
     """Raw and post-processed scores on a synthesised song's guitar and bass stems."""
-    from tabagent.examples import make_song
+    from evalkit.examples import make_song
 
     song = make_song(seconds, bpm=100.0, drums=True, seed=seed)
     out = {}
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, raw, post, note in rows:
         print(f"{name:34s} raw: {raw}   post: {post}   {note}")
     if args.ablation:
-        from tabagent.examples import make_song
+        from evalkit.examples import make_song
 
         song = make_song(args.seconds, bpm=100.0, drums=True, seed=args.seeds[0])
         synth = soxr.resample(song.stems["bass"], song.sample_rate, AUDIO_SAMPLE_RATE, "HQ").astype(np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
+from evalkit import synth
 from tabagent.notes import Note
 
 # Chord shapes in standard tuning as (string, fret) with string 0 = low E.

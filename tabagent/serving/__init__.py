@@ -1,0 +1,43 @@
+"""One way to run a Tab Agent gRPC service: options, health, limits, stream helpers, lifecycle."""
+
+from tabagent.serving.lifecycle import (
+    END_OF_AUDIO,
+    MAX_CONNECTION_AGE_MS,
+    MAX_MESSAGE_BYTES,
+    Health,
+    StreamLimiter,
+    WorkCounter,
+    bind,
+    channel_options,
+    drain,
+    env_float,
+    env_int,
+    first_message,
+    grpc_stream_errors,
+    new_server,
+    read_audio_ahead,
+    require_ready,
+    serve_until_signal,
+    server_options,
+)
+
+__all__ = [
+    "END_OF_AUDIO",
+    "MAX_CONNECTION_AGE_MS",
+    "MAX_MESSAGE_BYTES",
+    "Health",
+    "StreamLimiter",
+    "WorkCounter",
+    "bind",
+    "channel_options",
+    "drain",
+    "env_float",
+    "env_int",
+    "first_message",
+    "grpc_stream_errors",
+    "new_server",
+    "read_audio_ahead",
+    "require_ready",
+    "serve_until_signal",
+    "server_options",
+]
