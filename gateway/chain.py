@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,11 +232,30 @@ class Chain:
                 if exc is not None:
                     raise exc
 
-    def _call(self, rpc: Any, requests: AsyncIterator[Any], service: str) -> Any:
-        """Start a downstream stream; call it inside the stage's span (its trace parent)."""
+    async def _responses(self, rpc: Any, requests: AsyncIterator[Any], service: str,
+                         **progress: str) -> AsyncGenerator[tuple[str, Any], None]:
+        """One downstream stream, started inside the stage's span (its trace parent).
+
+        Yields each response's payload as (kind, message), but progress, which goes on to
+        the client stamped with `progress` (stage, part). A failed stream raises the
+        TabAgentError that says what happened.
+        """
         call = rpc(requests, timeout=self.timeout, metadata=(("x-song-id", self.spec.song_id),))
         self._calls.append(call)
-        return call
+        responses = 0
+        try:
+            async for resp in call:
+                responses += 1
+                kind = resp.WhichOneof("payload")
+                message = getattr(resp, kind)
+                if kind == "progress":
+                    for field, value in progress.items():
+                        setattr(message, field, value)
+                    await self._emit(progress=message)
+                else:
+                    yield kind, message
+        except grpc.RpcError as exc:
+            raise self._downstream_error(exc, service, responses) from None
 
     @contextmanager
     def _stage(self, stage: str, **attributes: Any) -> Iterator[trace.Span]:
@@ -289,42 +308,33 @@ class Chain:
         routes: dict[str, list[str]] = {}
         stem_writers: dict[str, Any] = {}
         with self._stage("separate"):
-            call = self._call(self.stubs.separator.Separate, requests(), "separator")
-            responses = 0
             try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
-                    if kind == "stem":
-                        stem = resp.stem
-                        samples = pcm.read_chunk(stem.audio)
-                        for part in routes.get(stem.stem, []):
-                            mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
-                            await part_in[part].put(pcm.make_chunk(mono, stem.audio.sample_rate, stem.audio.offset))
-                        if stem.stem in stem_writers:
-                            await asyncio.to_thread(stem_writers[stem.stem].write, samples)
-                    elif kind == "info":
-                        info = resp.info
-                        self._separating.set()
-                        self.result.models["separator"] = info.model
-                        if info.model.fallback:
-                            self.result.warnings.append(f"separator: {info.model.message}")
-                        sources = list(info.stems) or list(info.sources)
-                        for p in spec.parts:
-                            routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
-                        if spec.return_stems:
-                            from gateway.artifacts import StemWriter
+                async with aclosing(self._responses(self.stubs.separator.Separate, requests(), "separator",
+                                                    stage="separate")) as responses:
+                    async for kind, message in responses:
+                        if kind == "stem":
+                            samples = pcm.read_chunk(message.audio)
+                            for part in routes.get(message.stem, []):
+                                mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
+                                await part_in[part].put(
+                                    pcm.make_chunk(mono, message.audio.sample_rate, message.audio.offset))
+                            if message.stem in stem_writers:
+                                await asyncio.to_thread(stem_writers[message.stem].write, samples)
+                        elif kind == "info":
+                            self._separating.set()
+                            self.result.models["separator"] = message.model
+                            if message.model.fallback:
+                                self.result.warnings.append(f"separator: {message.model.message}")
+                            sources = list(message.stems) or list(message.sources)
+                            for p in spec.parts:
+                                routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                            if spec.return_stems:
+                                from gateway.artifacts import StemWriter
 
-                            for s in sources:
-                                path = self.workdir / f"stem-{s}.flac"
-                                stem_writers[s] = StemWriter(path, info.sample_rate or SAMPLE_RATE)
-                                self.result.stem_paths[s] = path
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage = "separate"
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, "separator", responses) from None
+                                for s in sources:
+                                    path = self.workdir / f"stem-{s}.flac"
+                                    stem_writers[s] = StemWriter(path, message.sample_rate or SAMPLE_RATE)
+                                    self.result.stem_paths[s] = path
             finally:
                 for w in stem_writers.values():
                     await asyncio.to_thread(w.close)
@@ -346,31 +356,22 @@ class Chain:
 
         await self._separating.wait()
         with self._stage("transcribe", part=part):
-            call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
-            responses = 0
-            try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
+            async with aclosing(self._responses(self.stubs.transcriber.Transcribe, requests(),
+                                                f"transcriber ({part})", stage="transcribe",
+                                                part=part)) as responses:
+                async for kind, message in responses:
                     if kind == "notes":
-                        batch = resp.notes
-                        batch.part = part
-                        for ready in self._bleed.add(part, batch):
+                        message.part = part
+                        for ready in self._bleed.add(part, message):
                             await self._release(ready, video_in)
                     elif kind == "info":
-                        pr.model = resp.info.model
-                        self.result.models[f"transcriber:{part}"] = resp.info.model
+                        pr.model = message.model
+                        self.result.models[f"transcriber:{part}"] = message.model
                         await self._emit(part=gateway_pb2.PartStarted(
-                            part=part, tuning=resp.info.tuning, model=resp.info.model))
+                            part=part, tuning=message.tuning, model=message.model))
                         if self._want_video:
                             await video_in.put(video_pb2.RenderRequest(
-                                part=video_pb2.PartInfo(part=part, tuning=resp.info.tuning)))
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage, p.part = "transcribe", part
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, f"transcriber ({part})", responses) from None
+                                part=video_pb2.PartInfo(part=part, tuning=message.tuning)))
         for ready in self._bleed.end(part):
             await self._release(ready, video_in)
 
@@ -402,25 +403,16 @@ class Chain:
 
         path = self.workdir / "video.mp4"
         with self._stage("render"), open(path, "wb") as out:
-            call = self._call(self.stubs.video.Render, requests(), "video")
-            responses = 0
-            try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
+            async with aclosing(self._responses(self.stubs.video.Render, requests(), "video",
+                                                stage="render")) as responses:
+                async for kind, message in responses:
                     if kind == "fragment":
-                        await asyncio.to_thread(out.write, resp.fragment.data)
-                        await self._emit(video=resp.fragment)
+                        await asyncio.to_thread(out.write, message.data)
+                        await self._emit(video=message)
                     elif kind == "info":
-                        self.result.models["video"] = resp.info.background
-                        if resp.info.background.fallback and spec.render is not None and spec.render.diffusion:
-                            self.result.warnings.append(f"video: {resp.info.background.message}")
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage = "render"
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, "video", responses) from None
+                        self.result.models["video"] = message.background
+                        if message.background.fallback and spec.render is not None and spec.render.diffusion:
+                            self.result.warnings.append(f"video: {message.background.message}")
         self.result.video_path = path
 
 

@@ -34,6 +34,7 @@ class GatewayConfig:
     api_key: str = ""                       # empty: no auth on the HTTP API
     http_max_running: int = 2
     http_max_backlog: int = 16
+    grace: float = 30.0                     # seconds running streams and HTTP jobs get on SIGTERM
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -57,4 +58,5 @@ class GatewayConfig:
             api_key=os.environ.get("TABAGENT_API_KEY", d.api_key),
             http_max_running=env_int("TABAGENT_HTTP_MAX_RUNNING", d.http_max_running),
             http_max_backlog=env_int("TABAGENT_HTTP_MAX_BACKLOG", d.http_max_backlog),
+            grace=env_float("GATEWAY_GRACE_SECONDS", d.grace),
         )

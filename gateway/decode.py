@@ -193,7 +193,7 @@ class DecodeStats:
     declared_seconds: float | None = None
 
 
-class StreamingDecoder:
+class UploadDecoder:
     """Decodes a Spool in a thread and hands out (frames, 2) float32 blocks at 44.1 kHz.
 
     Args:

@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway import artifacts
 from gateway.chain import Chain, Stubs
 from gateway.config import GatewayConfig
-from gateway.decode import Spool, StreamingDecoder
+from gateway.decode import Spool, UploadDecoder
 from gateway.spec import SongSpec
 from tabagent.v1 import gateway_pb2
 
@@ -39,7 +39,7 @@ class SongJob:
         self.keep_dir = keep_dir
         workdir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(str(workdir), config.max_upload_bytes)
-        self.decoder = StreamingDecoder(self.spool, max_seconds=config.max_seconds)
+        self.decoder = UploadDecoder(self.spool, max_seconds=config.max_seconds)
         self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout)
         self.artifact_paths: list[Path] = []
 

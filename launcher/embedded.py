@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ from typing import Any
 import grpc
 
 from gateway.config import GatewayConfig
-from gateway.grpc_api import Downstream, GatewayServicer, create_server
+from gateway.downstream import Downstream
+from gateway.grpc_api import GatewayServicer, create_server
 from tabagent.metrics import ServiceMetrics
+from tabagent.serving import ServiceServer
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,10 @@ class LocalChain:
         self.video = video
         self.separator_model = separator_model
         self.model_dir = Path(model_dir) if model_dir else None
-        self._servers: list[grpc.aio.Server] = []
-        self._closers: list[Any] = []
+        self._servers: list[ServiceServer] = []
         self._embedded: dict[str, str] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.gateway_addr = ""
-        self.models: dict[str, str] = {}
         self.metrics: dict[str, ServiceMetrics] = {}
         self.servers: dict[str, grpc.aio.Server] = {}
         self.servicer: GatewayServicer | None = None
@@ -80,21 +79,13 @@ class LocalChain:
             video_addr=self.addrs["video"],
             data_dir=self._tmp.name,
         )
-        self.metrics["gateway"] = ServiceMetrics("gateway")
-        downstream = Downstream(config, self.metrics["gateway"])
-        server, port, servicer = create_server(config, downstream, address=f"{LOOPBACK}:0")
-        await server.start()
-        self._servers.append(server)
-        self.servers["gateway"] = server
-        self.servicer = servicer
-        self._closers.append(downstream.close)
-        await downstream.wait_ready(timeout=900.0)
-        await servicer.health.set_serving(True)
-        self.gateway_addr = f"{LOOPBACK}:{port}"
+        server, port = create_server(config, Downstream(config, ready_timeout=900.0), address=f"{LOOPBACK}:0")
+        self.servicer = server.servicer
+        self.gateway_addr = await self._run(server, "gateway", port)
 
     async def _start_separator(self) -> None:
         from separator_svc.config import SeparatorConfig
-        from separator_svc.server import ModelStore
+        from separator_svc.holder import ModelHolder
         from separator_svc.server import create_server as create
 
         config = SeparatorConfig.from_env(model_dir=self.model_dir)
@@ -102,56 +93,44 @@ class LocalChain:
         if self.separator_model:
             changes["models"] = (self.separator_model,)
         config = dataclasses.replace(config, **changes)
-        store = ModelStore.from_config(config)
-        self.metrics["separator"] = ServiceMetrics("separator")
-        server, port = create(config, store, address=f"{LOOPBACK}:0", metrics=self.metrics["separator"])
-        await self._run(server, "separator", port)
-        self._closers.append(store.close)
-        await store.warm()
+        server, port = create(config, ModelHolder.from_config(config), address=f"{LOOPBACK}:0")
+        self.addrs["separator"] = self._embedded["separator"] = await self._run(server, "separator", port)
 
     async def _start_transcriber(self) -> None:
         from transcriber_svc.config import TranscriberConfig
-        from transcriber_svc.server import ModelHolder
+        from transcriber_svc.holder import ModelHolder
         from transcriber_svc.server import create_server as create
 
         config = dataclasses.replace(TranscriberConfig.from_env(), metrics_port=0)
-        holder = ModelHolder.from_config(config)
-        self.metrics["transcriber"] = ServiceMetrics("transcriber")
-        server, port = create(config, holder, address=f"{LOOPBACK}:0", metrics=self.metrics["transcriber"])
-        await self._run(server, "transcriber", port)
-        self._closers.append(holder.close)
-        await holder.warm()
+        server, port = create(config, ModelHolder.from_config(config), address=f"{LOOPBACK}:0")
+        self.addrs["transcriber"] = self._embedded["transcriber"] = await self._run(server, "transcriber", port)
 
     async def _start_video(self) -> None:
-        from video_svc.backend import VideoBackend
         from video_svc.config import VideoConfig
+        from video_svc.holder import ModelHolder
         from video_svc.server import create_server as create
 
         config = dataclasses.replace(VideoConfig.from_env(), metrics_port=0)
-        backend = VideoBackend(config)
-        self.metrics["video"] = ServiceMetrics("video")
-        server, port = create(config, backend, address=f"{LOOPBACK}:0", metrics=self.metrics["video"])
-        await self._run(server, "video", port)
-        await backend.warm()
+        server, port = create(config, ModelHolder(config), address=f"{LOOPBACK}:0")
+        self.addrs["video"] = self._embedded["video"] = await self._run(server, "video", port)
 
-    async def _run(self, server: grpc.aio.Server, name: str, port: int) -> None:
+    async def _run(self, server: ServiceServer, name: str, port: int) -> str:
+        """Start a server and warm its model (SERVING once warm); returns its address."""
         await server.start()
         self._servers.append(server)
-        self.servers[name] = server
-        self.addrs[name] = f"{LOOPBACK}:{port}"
-        self._embedded[name] = self.addrs[name]
+        self.servers[name] = server.server
+        self.metrics[name] = server.metrics
+        await server.warm()
+        return f"{LOOPBACK}:{port}"
 
     async def stop(self) -> None:
         """Stop every server started here (in reverse order) and release the models."""
         for server in reversed(self._servers):
             await server.stop(grace=2.0)
+        for server in reversed(self._servers):
+            await server.model.close()
         self._servers.clear()
         self.servers.clear()
-        for close in reversed(self._closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
-        self._closers.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -162,8 +141,3 @@ class LocalChain:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def in_process_env() -> dict[str, str]:
-    """Environment hints for the embedded chain (threads shared by four services)."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("SEPARATOR_", "TRANSCRIBER_", "VIDEO_"))}

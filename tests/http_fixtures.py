@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from gateway.config import GatewayConfig
-from gateway.grpc_api import Downstream
+from gateway.downstream import Downstream
 from gateway.http_api.app import create_app
-from gateway.main import UvicornServer
+from gateway.http_api.server import HttpServer
 from launcher.embedded import LocalChain
 
 
@@ -34,7 +33,7 @@ class HttpGateway:
         self.config = config
         self.downstream = Downstream(config)
         self.app = create_app(config, self.downstream, **app_args)
-        self.server: uvicorn.Server | None = None
+        self.server: HttpServer | None = None
         self.task: asyncio.Task[None] | None = None
         self.url = ""
 
@@ -43,10 +42,9 @@ class HttpGateway:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = UvicornServer(uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False,
-                                                   timeout_graceful_shutdown=2))
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:
+        self.server = HttpServer(self.app, sock, graceful_seconds=2)
+        self.task = asyncio.create_task(self.server.run())
+        while not self.server.server.started:
             if self.task.done():
                 self.task.result()
             await asyncio.sleep(0.02)
@@ -55,8 +53,7 @@ class HttpGateway:
     async def stop(self) -> None:
         """A graceful stop: running jobs are recorded as interrupted, queued ones stay queued."""
         if self.server is not None and self.task is not None:
-            await self.app.state.stop_jobs()
-            self.server.should_exit = True
+            await self.server.drain(0.0)
             await self.task
         await self.downstream.close()
 

@@ -1,4 +1,4 @@
-"""Health meanings and graceful drain, through `serve_until_signal` as `serve()` runs it.
+"""Health meanings and graceful drain, through `ServiceServer.serve` as `run_service()` runs it.
 
 A real separator (the DSP model) serves on loopback; the test plays the kubelet (health
 Check), a balancer (health Watch) and clients. Shutdown is triggered through the stop
@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,9 +23,11 @@ from separator_fixtures import server_config
 
 from evalkit.examples import make_song
 from separator_svc.dsp import DspModel
-from separator_svc.server import SERVICE_NAME, ModelStore, create_server
+from separator_svc.holder import ModelHolder
+from separator_svc.server import SERVICE_NAME, create_server
 from tabagent import serving
 from tabagent.audio import iter_chunks
+from tabagent.metrics import ServiceMetrics
 from tabagent.v1 import separator_pb2, separator_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)
@@ -106,17 +109,17 @@ async def refused(port: int) -> grpc.StatusCode | None:
 async def test_health_follows_warm_up_and_drain_finishes_running_streams(trigger: str, chunks: list) -> None:
     if trigger == "SIGTERM" and threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers need the main thread")
-    store = ModelStore.of({"dsp": DspModel()})
-    server, port = create_server(server_config(), store, address="127.0.0.1:0")
-    assert store.health is not None
     gate = asyncio.Event()
 
-    async def warm() -> None:
-        await gate.wait()  # the model "loads" until the test lets it
-        await store.warm()
+    class SlowHolder(ModelHolder):
+        async def warm(self, metrics: ServiceMetrics) -> Any:
+            await gate.wait()  # the model "loads" until the test lets it
+            return await super().warm(metrics)
 
+    store = SlowHolder.of({"dsp": DspModel()})
+    server, port = create_server(server_config(), store, address="127.0.0.1:0")
     stop = asyncio.Event()
-    task = asyncio.create_task(serving.serve_until_signal(server, store.health, warm, grace=GRACE, stop=stop))
+    task = asyncio.create_task(server.serve(GRACE, stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=serving.channel_options())
     stub = separator_pb2_grpc.SeparatorStub(channel)
     try:
@@ -164,12 +167,12 @@ async def test_health_follows_warm_up_and_drain_finishes_running_streams(trigger
         # Then the server stops, without sitting out the grace period for the watcher.
         await asyncio.wait_for(task, 5.0)
         assert time.monotonic() - started < GRACE / 2
-        assert store.health.draining and not store.health.ready
+        assert server.health.draining and not server.health.ready
     finally:
         stop.set()
         await channel.close()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await store.close()
     if trigger == "SIGTERM":  # the handlers are gone again: a later SIGTERM is not swallowed
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from gateway_fixtures import Collected, collect, write_audio
 from transcriber_fixtures import warm_model
@@ -26,7 +25,8 @@ from tabagent import serving
 from tabagent.client import AsyncClient, NotReady, Progress, Started, process_config
 from tabagent.metrics import ServiceMetrics
 from transcriber_svc.config import TranscriberConfig
-from transcriber_svc.server import ModelHolder, create_server
+from transcriber_svc.holder import ModelHolder
+from transcriber_svc.server import create_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,15 +36,14 @@ class Replica:
     """One transcriber server: its own holder (sharing the warm model), health and metrics."""
 
     name: str
-    server: grpc.aio.Server
+    server: serving.ServiceServer
     port: int
     holder: ModelHolder
     metrics: ServiceMetrics
 
     @property
     def health(self) -> serving.Health:
-        assert self.holder.health is not None
-        return self.holder.health
+        return self.server.health
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, {"service": "transcriber", **labels})
@@ -67,7 +66,7 @@ async def start_replica(name: str) -> Replica:
     metrics = ServiceMetrics("transcriber")
     server, port = create_server(config, holder, "127.0.0.1:0", metrics=metrics)
     await server.start()
-    await holder.warm()
+    await server.warm()
     return Replica(name, server, port, holder, metrics)
 
 
@@ -167,7 +166,7 @@ async def test_drained_replica_finishes_its_song_and_the_next_go_to_the_survivor
         running, victim = await start_long_song(client, songs["long"], replicas)
         survivor = next(r for r in replicas if r is not victim)
         held = victim.active
-        drained = asyncio.create_task(serving.drain(victim.server, victim.health, grace=60))  # SIGTERM
+        drained = asyncio.create_task(victim.server.drain(grace=60))  # SIGTERM
         await asyncio.sleep(0.2)
         assert not victim.health.ready
         during = await song(client, songs["short"])  # while the victim drains

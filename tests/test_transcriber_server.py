@@ -18,8 +18,9 @@ from tabagent.notes import Note
 from tabagent.serving import channel_options
 from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.config import TranscriberConfig
+from transcriber_svc.holder import ModelHolder, warm_up
 from transcriber_svc.model import BasicPitchModel
-from transcriber_svc.server import SERVICE_NAME, ModelHolder, create_server
+from transcriber_svc.server import SERVICE_NAME, create_server
 
 
 class Running:
@@ -36,7 +37,7 @@ class Running:
     async def start(self, warm: bool = True) -> Running:
         await self.server.start()
         if warm:
-            await self.holder.warm()
+            await self.server.warm()
         return self
 
     async def stop(self) -> None:
@@ -223,7 +224,7 @@ async def test_health_is_not_serving_until_warm() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await transcribe(running.stub, requests(transcriber_pb2.TranscribeConfig(), []))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        await running.holder.warm()
+        await running.server.warm()
         reply = await running.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
@@ -234,7 +235,7 @@ async def test_dynamic_batching_gives_identical_notes(song: Song) -> None:
     """Three concurrent streams batched into shared forward passes (one onnxruntime thread:
     bit-identical activations) give the notes of unbatched streams."""
     model = BasicPitchModel(threads=1)
-    model.warm_up()
+    warm_up(model)
     plain = await start_server(model=model)
     batched = await start_server(model=model, max_batch=8, batch_wait=0.2)
     parts = ["guitar", "bass", "guitar"]

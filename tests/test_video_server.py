@@ -146,7 +146,7 @@ async def test_health_is_not_serving_until_warm() -> None:
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         details = await expect_error(running.stub, [], CODE.UNAVAILABLE, half_close=False)
         assert "loading" in details
-        await running.backend.warm()
+        await running.server.warm()
         reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -12,6 +12,7 @@ import soxr
 from evalkit.examples import Song
 from tabagent.notes import Note
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, import_quietly, min_note_frames
+from transcriber_svc.holder import warm_up
 from transcriber_svc.model import BasicPitchModel
 from transcriber_svc.streaming import Frames, WindowStream
 
@@ -20,7 +21,7 @@ from transcriber_svc.streaming import Frames, WindowStream
 def warm_model() -> BasicPitchModel:
     """One warm Basic Pitch model for the whole test session."""
     model = BasicPitchModel(threads=2)
-    model.warm_up()
+    warm_up(model)
     return model
 
 

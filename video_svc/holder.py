@@ -1,4 +1,4 @@
-"""The service's model: which background a stream gets (diffusion when loaded, else procedural)."""
+"""The video service's warm model: which background a stream gets (diffusion when loaded, else procedural)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ import logging
 import threading
 import time
 
+import numpy as np
+
 from tabagent.metrics import ServiceMetrics
-from tabagent.serving import Health
-from tabagent.v1 import audio_pb2
+from tabagent.v1 import audio_pb2, video_pb2
 from video_svc.background import Background, ProceduralBackground, procedural_info
 from video_svc.config import VideoConfig
 from video_svc.diffusion import DiffusionBackground, DiffusionModel, load_diffusion
 from video_svc.encoder import aac_priming
+from video_svc.session import render_offline, song_requests
 from video_svc.styles import Style
 
 log = logging.getLogger(__name__)
 
 
-class VideoBackend:
-    """Loads (in a thread, after the server starts) and hands out backgrounds.
+class ModelHolder:
+    """Loads (in a thread, after the server starts) and hands out backgrounds
+    (tabagent.serving.WarmModel; video_svc.session.Backgrounds).
 
     Args:
         config: the service configuration.
@@ -37,8 +40,6 @@ class VideoBackend:
         elif config.diffusion == "off":
             self.diffusion_message = "diffusion is switched off (VIDEO_DIFFUSION=off)"
         self._loaded = threading.Event()
-        self.health: Health | None = None
-        self.metrics: ServiceMetrics | None = None
 
     @property
     def loaded(self) -> bool:
@@ -55,20 +56,33 @@ class VideoBackend:
             log.info("diffusion background: %s", self.diffusion_message)
         self._loaded.set()
 
-    async def warm(self) -> None:
-        """Load in a thread, render a short test clip through every stage, then report SERVING."""
-        from video_svc.session import warm_clip
+    async def warm(self, metrics: ServiceMetrics) -> audio_pb2.ModelInfo:
+        """Load in a thread and render a short test clip through every stage.
 
+        Returns:
+            The background streams get when they ask for diffusion.
+        """
         started = time.perf_counter()
         await asyncio.to_thread(self.load)
-        await asyncio.to_thread(warm_clip, self)
-        took = time.perf_counter() - started
-        if self.metrics is not None:
-            info = self.info(self.diffusion is not None)
-            self.metrics.set_model(info.name, info.version, info.device, info.fallback, took)
-        log.info("video renderer warm in %.2f s (%s)", took, self.diffusion_message)
-        if self.health is not None:
-            await self.health.set_serving(True)
+        await asyncio.to_thread(self.warm_clip)
+        log.info("video renderer warm in %.2f s (%s)", time.perf_counter() - started, self.diffusion_message)
+        return self.info(self.diffusion is not None)
+
+    def warm_clip(self) -> None:
+        """Render a short clip through every stage (fonts, numpy, x264, AAC, the background)."""
+        rate = 44_100
+        t = np.arange(int(0.6 * rate)) / rate
+        tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[:, None]
+        cfg = video_pb2.RenderConfig(
+            width=320, height=180, fps=10, parts=["guitar"], title="warm-up", diffusion=self.diffusion is not None
+        )
+        note = audio_pb2.Note(pitch=45, start=0.1, end=0.4, velocity=0.8, string=1, fret=0)
+        tuning = audio_pb2.Tuning(strings=[40, 45, 50, 55, 59, 64])
+        data, session = render_offline(song_requests(cfg, tone, rate, {"guitar": (tuning, [note])}), self, self.config)
+        log.debug("warm-up clip: %d bytes, %d frames", len(data), session.next_frame)
+
+    async def close(self) -> None:
+        """Nothing to release: the diffusion pipeline goes with the process."""
 
     def uses_diffusion(self, requested: bool) -> bool:
         """Whether a stream that asked (or not) for diffusion gets it."""
