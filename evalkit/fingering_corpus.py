@@ -11,9 +11,10 @@ against them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from evalkit.scoring import count_collisions
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from tabagent.tuning import Tuning
@@ -407,20 +408,3 @@ def score_fingering(piece: Piece, engine: Callable[[list[Note], Tuning], object]
     matched = sum((t.string, t.fret) == (n.string, n.fret) for t, n in zip(truth, notes, strict=True))
     written = [Note(t.pitch, t.start, t.end, string=n.string, fret=n.fret) for t, n in zip(truth, notes, strict=True)]
     return Agreement(matched, len(truth), count_collisions(written))
-
-
-def count_collisions(notes: Sequence[Note]) -> int:
-    """Pairs of placed notes sounding at the same time on the same string."""
-    by_string: dict[int, list[Note]] = {}
-    for note in notes:
-        if note.string >= 0:
-            by_string.setdefault(note.string, []).append(note)
-    count = 0
-    for group in by_string.values():
-        group.sort(key=lambda n: n.start)
-        for i, a in enumerate(group):
-            for b in group[i + 1 :]:
-                if b.start >= a.end - 1e-9:
-                    break
-                count += 1
-    return count

@@ -1,6 +1,6 @@
 """Human-made tabs as reference fingerings: Guitar Pro tracks read into notes with the tabber's string and fret.
 
-The fingering engine is scored against real tabs the way `tabagent.pieces` scores it
+The fingering engine is scored against real tabs the way `evalkit.fingering_corpus` scores it
 against the idiomatic test pieces: the notes keep the human's string and fret, the
 engine gets only pitch, start and end, and agreement counts the notes it places where
 the human did. `read_tracks` reads the guitar and bass tracks of a .gp3/.gp4/.gp5 file
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from evalkit.fingering_corpus import count_collisions
+from evalkit.scoring import count_collisions
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from tabagent.tuning import Tuning

@@ -1,7 +1,7 @@
 """Onset F1 of raw Basic Pitch notes against the post-processed ones, on known notes.
 
-`python -m transcriber_svc.evaluate [--slakh DIR] [--seconds 30]` transcribes the
-synthesised guitar and bass stems of `tabagent.examples.make_song` and, when present, the
+`python -m evalkit.transcriber_eval [--slakh DIR] [--seconds 30]` transcribes the
+synthesised guitar and bass stems of `evalkit.examples.make_song` and, when present, the
 Slakh2100 bass (S04) and guitar (S08) stems, and prints mir_eval's note onset precision,
 recall and F1 (50 ms onset tolerance, offsets ignored) for:
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soxr
 
+from evalkit.scoring import Scores, onset_scores
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
@@ -35,38 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SLAKH = Path(__file__).resolve().parents[2] / "shared" / "data" / "slakh2100_Track01501"
 SLAKH_STEMS = {"bass": "S04", "guitar": "S08"}
-
-
-@dataclass
-class Scores:
-    """Onset precision, recall and F1."""
-
-    precision: float
-    recall: float
-    f1: float
-
-    def __str__(self) -> str:
-        return f"P {self.precision:.3f}  R {self.recall:.3f}  F1 {self.f1:.3f}"
-
-
-def onset_scores(reference: Sequence[Note], estimate: Sequence[Note], tolerance: float = 0.05) -> Scores:
-    """mir_eval.transcription precision/recall/F1 on onsets and pitch (offset_ratio=None)."""
-    import mir_eval
-
-    if not reference or not estimate:
-        return Scores(0.0, 0.0, 0.0)
-
-    def arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
-        intervals = np.array([[n.start, max(n.end, n.start + 1e-3)] for n in notes])
-        pitches = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in notes])
-        return intervals, pitches
-
-    ref_i, ref_p = arrays(reference)
-    est_i, est_p = arrays(estimate)
-    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ref_i, ref_p, est_i, est_p, onset_tolerance=tolerance, offset_ratio=None
-    )
-    return Scores(float(p), float(r), float(f))
 
 
 def transcribe(
@@ -177,7 +145,7 @@ def ablation(model: BasicPitchModel, audio: np.ndarray, reference: list[Note]) -
 
 def main(argv: list[str] | None = None) -> int:
     """Print raw vs post-processed onset F1 (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m transcriber_svc.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evalkit.transcriber_eval", description=__doc__.split("\n")[0])
     parser.add_argument("--slakh", type=Path, default=DEFAULT_SLAKH, help="a Slakh2100 track folder")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the synthesised song")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gateway_fixtures import collect, string_collisions, write_audio
+from gateway_fixtures import collect, write_audio
 
 from evalkit.examples import Song, make_song
+from evalkit.scoring import count_collisions, onset_scores
 from launcher.embedded import LocalChain
 from separator_svc.tiny import build_tiny_bag
 from tabagent import result as result_doc
@@ -41,15 +42,6 @@ def song_wav(tmp_path_factory: pytest.TempPathFactory, song: Song) -> Path:
     return write_audio(tmp_path_factory.mktemp("songs") / "song.wav", song.mix)
 
 
-def onset_f1(truth, est) -> float:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from mixes import onset_f1 as f1
-
-    return f1(truth, est)[2]
-
-
 async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp_path: Path) -> None:
     got = await collect(client, song_wav, process_config(filename="song.wav"), tmp_path)
     assert got.started and got.done is not None
@@ -63,10 +55,10 @@ async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp
     for part in ("guitar", "bass"):
         finals = got.final_until[part]
         assert finals == sorted(finals)
-        assert string_collisions(got.notes[part]) == 0
+        assert count_collisions(got.notes[part]) == 0
     # Accuracy on a synthesised song with known notes (DSP separation + real Basic Pitch).
-    assert onset_f1(song.parts["guitar"], got.notes["guitar"]) > 0.8
-    assert onset_f1(song.parts["bass"], got.notes["bass"]) > 0.7
+    assert onset_scores(song.parts["guitar"], got.notes["guitar"]).f1 > 0.8
+    assert onset_scores(song.parts["bass"], got.notes["bass"]).f1 > 0.7
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["schema_version"] == 1
     assert abs(doc["duration"] - song.seconds) < 0.05
