@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_first_event.py --video              # also 30 s with video
     .venv/bin/python bench/bench_first_event.py --seconds 30 300 --model-dir DIR
 
-The songs come from `tabagent.examples.make_song` (guitar arpeggios and strums, a bass
+The songs come from `evalkit.examples.make_song` (guitar arpeggios and strums, a bass
 line, drums). The warm embedded chain (`LocalChain`) gets each song once after a warm-up
 request; the client records when each kind of event first arrives: the separator's first
 progress (its first stem audio has left), the transcriber's first progress, the first

@@ -14,12 +14,12 @@ into this repository.
 
 Each guitar or bass track (chosen by MIDI program or name; percussion and other
 instruments left out; repeated tracks counted once) is read with the tabber's string and
-fret (`tabagent.tabcorpus`). The engine gets only pitch, start and end, as `tabagent
+fret (`evalkit.tabcorpus`). The engine gets only pitch, start and end, as `tabagent
 fingering` does, and a note counts when its string and fret are the human's. Songs are
 split into a dev set, on which the engine's weights were tuned, and a held-out set, never
 used for tuning; both are reported. The standard-tuned tracks are also moved to drop D,
 D standard and 7-string guitar and to drop D and 5-string bass, keeping the human's
-strings (`tabagent.tabcorpus.retuned`), to measure other tunings.
+strings (`evalkit.tabcorpus.retuned`), to measure other tunings.
 """
 
 from __future__ import annotations

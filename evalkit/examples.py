@@ -1,6 +1,6 @@
 """Example songs the repo makes itself, with their true notes and fingerings.
 
-`python -m tabagent.examples make song.wav [--seconds 20]` writes a guitar + bass +
+`python -m evalkit.examples make song.wav [--seconds 20]` writes a guitar + bass +
 drums mix and `song.truth.json` beside it (notes with string and fret per part).
 """
 
@@ -123,7 +123,7 @@ def make_song(seconds: float = 20.0, bpm: float = 100.0, drums: bool = True, see
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tabagent.examples")
+    parser = argparse.ArgumentParser(prog="python -m evalkit.examples")
     sub = parser.add_subparsers(dest="cmd", required=True)
     make = sub.add_parser("make", help="write an example song and its true notes")
     make.add_argument("path", type=Path)

@@ -65,11 +65,6 @@ class JobOptions:
             values["size"] = tuple(values["size"])
         return cls(**values)
 
-    def artifact_names(self) -> list[str]:
-        """The artifacts this job will have when it is done (stems are named by the model)."""
-        names = ["result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"]
-        return names + (["video.mp4"] if self.video else [])
-
     def to_config(self, filename: str = "") -> gateway_pb2.ProcessConfig:
         """The ProcessConfig the chain runs with.
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from launcher import fingering_cli
 from tabagent.errors import InvalidInput, TabAgentError
 
 log = logging.getLogger("tabagent")
@@ -183,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_up(sub)
-    try:
-        from launcher import fingering_cli
-    except ImportError:  # pragma: no cover - the module ships with the package
-        fingering_cli = None  # type: ignore[assignment]
-    if fingering_cli is not None:
-        fingering_cli.add_parser(sub)
+    fingering_cli.add_parser(sub)
     args = parser.parse_args(argv)
     level = os.environ.get("TABAGENT_LOG_LEVEL") or ("DEBUG" if args.verbose > 1 else "INFO" if args.verbose else "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,8 +5,8 @@
 
 Input JSON: ``{"tuning": [40, ...], "notes": [{"pitch": 64, "start": 0.0, "end": 0.5}]}``.
 Output: the same JSON with ``string`` (0 = lowest) and ``fret`` per note and
-``out_of_range`` (see `tabagent.fingering.finger_json`). The lead wires `add_parser` and
-`run` into `tabagent.cli`.
+``out_of_range`` (see `tabagent.fingering.finger_json`). `add_parser` makes it a
+subcommand of the `tabagent` command (launcher.cli).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m tabagent.fingering_cli`."""
+    """Entry point for `python -m launcher.fingering_cli`."""
     parser = argparse.ArgumentParser(prog="tabagent")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["fingering", *(sys.argv[1:] if argv is None else argv)])

@@ -9,10 +9,13 @@
     ├── NotReady                  model still loading                   -> UNAVAILABLE
     ├── UpstreamError             a downstream service failed           -> its own code
     ├── Cancelled                 the caller went away                  -> CANCELLED
+    ├── DeadlineExceeded          the caller's deadline passed          -> DEADLINE_EXCEEDED
     └── ModelError                a model failed on valid input          -> INTERNAL
 
-Services raise these; `grpc_code_for` and `abort_for` turn them into statuses in one
-place, and the client SDK (`tabagent.client`) maps statuses back to the same classes.
+Each class carries its status (`code`, and `http_status` for the HTTP API): services
+raise these and `tabagent.serving.grpc_stream_errors` ends the stream with that code in
+one place; `error_for_status` maps statuses back to the same classes (the client SDK,
+`tabagent.client`, raises them).
 """
 
 from __future__ import annotations

@@ -88,7 +88,3 @@ class Note:
 def sort_notes(notes: Iterable[Note]) -> list[Note]:
     """Notes in (start, pitch) order."""
     return sorted(notes, key=lambda n: (n.start, n.pitch, n.end))
-
-
-def batch_to_notes(batch: audio_pb2.NoteBatch) -> list[Note]:
-    return [Note.from_proto(n) for n in batch.notes]

@@ -1,6 +1,6 @@
 """One trace per song across the gateway and the three services, in process, real models.
 
-The whole chain runs on loopback gRPC in this process (gateway.local.LocalChain: a tiny
+The whole chain runs on loopback gRPC in this process (launcher.embedded.LocalChain: a tiny
 random-weight Demucs bag in the real format, real Basic Pitch, the tab renderer), with an
 in-memory exporter on the process's tracer provider. Every service stamps its spans with
 `tabagent.service`, which tells the four apart here as `service.name` does across processes.
