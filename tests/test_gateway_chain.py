@@ -193,16 +193,35 @@ async def test_deadline_reaches_the_chain(chain: LocalChain, song_wav: Path, tmp
         assert set(got.notes) == {"bass"}
 
 
-async def test_cancel_mid_song_frees_every_service(chain: LocalChain, client: AsyncClient,
-                                                   song_wav: Path) -> None:
-    agen = client.process(song_wav, process_config())
-    async for event in agen:
-        if type(event).__name__ == "Notes":
-            break
-    await agen.aclose()
-    await asyncio.sleep(1.0)
-    got = await collect(client, song_wav, process_config(parts=["guitar"]))
-    assert got.done is not None
+def active_streams(chain: LocalChain) -> dict[str, float]:
+    """`tabagent_active_streams` of the gateway and of every service the chain started."""
+    return {name: m.registry.get_sample_value("tabagent_active_streams", {"service": name}) or 0.0
+            for name, m in chain.metrics.items()}
+
+
+async def test_cancel_mid_song_frees_every_service(song_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled song gives its slot back in every service: with one slot each and no
+    queue, a slot kept would refuse the next song (RESOURCE_EXHAUSTED) and show in
+    `tabagent_active_streams`."""
+    for service in ("GATEWAY", "SEPARATOR", "TRANSCRIBER"):
+        monkeypatch.setenv(f"{service}_MAX_STREAMS", "1")
+        monkeypatch.setenv(f"{service}_MAX_QUEUE", "0")
+    one_part = process_config(parts=["guitar"])
+    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr, retries=0) as client:
+        assert set(active_streams(chain)) == {"gateway", "separator", "transcriber"}
+        agen = client.process(song_wav, one_part)
+        async for event in agen:
+            if type(event).__name__ == "Notes":
+                assert active_streams(chain)["gateway"] == 1
+                break
+        await agen.aclose()
+        for _ in range(100):
+            if not any(active_streams(chain).values()):
+                break
+            await asyncio.sleep(0.05)
+        assert active_streams(chain) == {"gateway": 0, "separator": 0, "transcriber": 0}
+        got = await collect(client, song_wav, one_part)
+        assert got.done is not None
 
 
 async def test_tiny_demucs_bag_through_the_chain(tmp_path: Path) -> None:
