@@ -66,6 +66,8 @@ class TrackScore:
     total: int
     collisions: int          # notes sharing a string at once, as the engine outputs them
     written_collisions: int  # the same, with every note at its written length
+    wide: int = 0            # chords the engine spreads over more than WIDE_SPAN frets
+    human_wide: int = 0      # the same in the human's tab
 
     @property
     def ratio(self) -> float:
@@ -248,4 +250,223 @@ def score_track(track: HumanTrack, engine: Callable[[list[Note], Tuning], object
     matched = sum((t.string, t.fret) == (n.string, n.fret) for t, n in zip(track.notes, notes, strict=True))
     written = [Note(t.pitch, t.start, t.end, string=n.string, fret=n.fret)
                for t, n in zip(track.notes, notes, strict=True)]
-    return TrackScore(matched, len(notes), count_collisions(notes), count_collisions(written))
+    return TrackScore(matched, len(notes), count_collisions(notes), count_collisions(written),
+                      wide_chords(notes), wide_chords(track.notes))
+
+
+# Tab files other than Guitar Pro: MusicXML with <technical><string>/<fret> and Songwrite.
+MUSICXML_SUFFIXES = (".musicxml", ".xml")
+SONGWRITE_SUFFIXES = (".sw.xml",)
+_STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+WIDE_SPAN = 5  # a chord whose fretted notes span more frets than this needs a 6-fret stretch
+
+
+def read_file(path: str | Path, min_notes: int = 10) -> list[HumanTrack]:
+    """The guitar and bass tracks of a Guitar Pro, MusicXML or Songwrite tab, by suffix.
+
+    Args:
+        path: a .gp3/.gp4/.gp5, .musicxml/.xml (tablature: string and fret on each note)
+            or .sw.xml (Songwrite) file.
+        min_notes: the fewest notes a track needs to be kept.
+
+    Returns:
+        The tracks, in file order (none for a file with no tablature).
+    """
+    name = Path(path).name.lower()
+    if name.endswith(SONGWRITE_SUFFIXES):
+        return read_songwrite(path, min_notes)
+    if name.endswith(MUSICXML_SUFFIXES):
+        return read_musicxml(path, min_notes)
+    return read_tracks(path, min_notes)
+
+
+def _track_of(title: str, name: str, instrument: str, strings: tuple[int, ...], capo: int,
+              notes: list[Note]) -> HumanTrack:
+    notes.sort(key=lambda x: (x.start, x.pitch, x.string))
+    max_fret = max(24, max(x.fret for x in notes))
+    tuning = Tuning(strings, min(capo, 12), min(max_fret + capo, 36), tunings._name_of(instrument, strings),
+                    instrument)
+    return HumanTrack(title, name, instrument, tuning, tuple(notes))
+
+
+def read_musicxml(path: str | Path, min_notes: int = 10) -> list[HumanTrack]:
+    """The tablature parts of a MusicXML file, with the tabber's string and fret.
+
+    A part counts when it gives `<staff-tuning>` and its notes carry `<technical>`
+    `<string>`/`<fret>`; the pitch is the tab's (open string + capo + fret), since
+    guitar notation is often written an octave up. Chords, voices (`<backup>`),
+    ties and tempo marks are followed; repeats are not expanded.
+
+    Args:
+        path: the .musicxml/.xml file.
+        min_notes: the fewest notes a part needs to be kept.
+
+    Returns:
+        The parts, in file order.
+    """
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    root = ET.parse(path).getroot()
+    title = (root.findtext("movement-title") or root.findtext("work/work-title") or path.stem).strip()
+    names = {p.get("id"): (p.findtext("part-name") or "", int(p.findtext("midi-instrument/midi-program") or 25) - 1)
+             for p in root.iter("score-part")}
+    out: list[HumanTrack] = []
+    for part in root.iter("part"):
+        tuning: dict[int, int] = {}
+        capo = 0
+        divisions, tempo = 1, 120.0
+        seconds, position = 0.0, 0  # time of the bar start; divisions into the bar
+        notes: list[Note] = []
+        sounding: dict[int, Note] = {}
+        for measure in part.iter("measure"):
+            longest = 0
+            last_start = 0
+            for el in measure:
+                if el.tag == "attributes":
+                    divisions = int(el.findtext("divisions") or divisions)
+                    for st in el.iter("staff-tuning"):
+                        octave = int(st.findtext("tuning-octave") or 0)
+                        pitch = 12 * (octave + 1) + _STEPS[st.findtext("tuning-step") or "C"]
+                        tuning[int(st.get("line") or 0)] = pitch + int(float(st.findtext("tuning-alter") or 0))
+                    capo = int(el.findtext("staff-details/capo") or capo)
+                elif el.tag in ("direction", "sound"):
+                    sound = el if el.tag == "sound" else el.find("sound")
+                    if sound is not None and sound.get("tempo"):
+                        tempo = float(sound.get("tempo") or tempo)
+                elif el.tag == "backup":
+                    position -= int(el.findtext("duration") or 0)
+                elif el.tag == "forward":
+                    position += int(el.findtext("duration") or 0)
+                elif el.tag == "note":
+                    duration = int(el.findtext("duration") or 0)
+                    chord = el.find("chord") is not None
+                    start_div = last_start if chord else position
+                    if not chord:
+                        position += duration
+                    last_start = start_div
+                    longest = max(longest, position)
+                    string_el, fret_el = el.find("notations/technical/string"), el.find("notations/technical/fret")
+                    # Grace notes take no time of their own; a rest or a note with no tab is not scored.
+                    grace = el.find("grace") is not None
+                    if grace or el.find("rest") is not None or string_el is None or fret_el is None or not tuning:
+                        continue
+                    # <string> 1 is the highest string; <staff-tuning line="1"> the lowest.
+                    number, fret = int(string_el.text or 0), int(fret_el.text or 0)
+                    line = len(tuning) + 1 - number
+                    if line not in tuning:
+                        continue
+                    beat = 60.0 / tempo / divisions
+                    start = seconds + start_div * beat
+                    end = start + duration * beat
+                    s = line - 1
+                    ties = {t.get("type") for t in el.findall("tie")}
+                    if "stop" in ties and s in sounding:
+                        sounding[s].end = max(sounding[s].end, end)
+                        continue
+                    note = Note(tuning[line] + capo + fret, start, end, 0.8, s, fret)
+                    notes.append(note)
+                    sounding[s] = note
+            seconds += max(longest, position) * 60.0 / tempo / divisions
+            position = 0
+        if len(notes) < min_notes or not tuning:
+            continue
+        strings = tuple(tuning[k] for k in sorted(tuning))
+        part_name, program = names.get(part.get("id"), ("", 24))
+        instrument = instrument_of(program, part_name, strings) or (
+            "bass" if max(strings) <= 52 else "guitar")
+        out.append(_track_of(title, part_name.strip() or str(part.get("id")), instrument, strings, capo, notes))
+    return out
+
+
+def read_songwrite(path: str | Path, min_notes: int = 10) -> list[HumanTrack]:
+    """The tablature partitions of a Songwrite (.sw.xml) file.
+
+    Songwrite lists strings from the highest down and numbers them from 0 there; times
+    are in quarter notes with a tempo per bar.
+
+    Args:
+        path: the .sw.xml file.
+        min_notes: the fewest notes a partition needs to be kept.
+
+    Returns:
+        The partitions, in file order.
+    """
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    root = ET.parse(path).getroot()
+    title = (root.findtext("title") or path.stem).strip()
+    # Bar starts in quarter notes and their tempi, to turn quarter notes into seconds.
+    bars: list[tuple[float, float, float]] = []  # (start quarter, start second, tempo)
+    q = t = 0.0
+    for bar in root.iter("bar"):
+        num, den = (int(x) for x in (bar.get("rythm") or "4/4").split("/"))
+        tempo = float(bar.get("tempo") or 120)
+        bars.append((q, t, tempo))
+        length = num * 4.0 / den
+        q, t = q + length, t + length * 60.0 / tempo
+
+    def seconds(quarter: float) -> float:
+        start_q, start_t, tempo = bars[0] if bars else (0.0, 0.0, 120.0)
+        for bq, bt, btempo in bars:
+            if bq > quarter:
+                break
+            start_q, start_t, tempo = bq, bt, btempo
+        return start_t + (quarter - start_q) * 60.0 / tempo
+
+    out: list[HumanTrack] = []
+    for k, partition in enumerate(root.iter("partition")):
+        view = partition.find("view")
+        if view is None or not (view.get("type") or "").startswith("tablature"):
+            continue
+        high_first = [int(s.get("pitch") or 0) for s in view.iter("string")]
+        if len(high_first) < 4:
+            continue
+        strings = tuple(reversed(high_first))
+        capo = int(partition.get("capo") or 0)
+        notes: list[Note] = []
+        for el in partition.iter("note"):
+            sw_string = int(el.get("string") or 0)
+            if not 0 <= sw_string < len(strings):
+                continue
+            s = len(strings) - 1 - sw_string
+            pitch = int(el.get("pitch") or 0)
+            fret = pitch - strings[s] - capo
+            if fret < 0:
+                continue
+            start = float(el.get("time") or 0)
+            end = start + float(el.get("duration") or 0)
+            notes.append(Note(pitch, seconds(start), seconds(end), int(el.get("volume") or 204) / 255, s, fret))
+        if len(notes) < min_notes:
+            continue
+        header = (partition.findtext("header") or "").strip() or f"partition {k + 1}"
+        program = int(partition.get("instrument") or 24)
+        instrument = instrument_of(program, header, strings) or ("bass" if max(strings) <= 52 else "guitar")
+        out.append(_track_of(title, f"{header} {k + 1}", instrument, strings, capo, notes))
+    return out
+
+
+def wide_chords(notes: Sequence[Note], span: int = WIDE_SPAN, together: float = 0.035) -> int:
+    """Chords (notes struck within `together` seconds) whose fretted notes span more than `span` frets.
+
+    Args:
+        notes: fingered notes.
+        span: the widest stretch a hand holds (index to pinky, 5 frets at most).
+        together: onsets this close (chained) are one chord.
+
+    Returns:
+        How many such chords there are.
+    """
+    placed = sorted((n for n in notes if n.string >= 0), key=lambda n: n.start)
+    count = 0
+    i = 0
+    while i < len(placed):
+        j = i + 1
+        while j < len(placed) and placed[j].start - placed[j - 1].start <= together:
+            j += 1
+        fretted = [n.fret for n in placed[i:j] if n.fret > 0]
+        if len(fretted) > 1 and max(fretted) - min(fretted) > span:
+            count += 1
+        i = j
+    return count
