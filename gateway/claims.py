@@ -149,8 +149,9 @@ def finish(store: JobStore, job_id: str, worker: str, attempt: int, **values: An
         False when the job was taken over or cancelled meanwhile (nothing written).
     """
     with store.session() as s, s.begin():
+        # The worker's name stays on the record: who finished it, for an operator.
         result = s.execute(update(JobRow).where(_held(job_id, worker, attempt))
-                           .values(worker="", lease_until=None, **values))
+                           .values(lease_until=None, **values))
         return bool(getattr(result, "rowcount", 0))
 
 

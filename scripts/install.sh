@@ -58,8 +58,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps "basic-pitch==0.4.0"
 
 # Debian tools the tests and examples use: ffmpeg/ffprobe to inspect outputs,
-# chromium + chromedriver for the web page's browser test.
-apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver
+# chromium + chromedriver for the web page's browser test, and the PostgreSQL server
+# (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin) whose throw-away clusters the
+# shared-queue tests start (tests/pg_fixtures.py; they skip without it).
+pg_initdb=$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | head -n 1 || true)
+apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver \
+  "${pg_initdb:-/usr/lib/postgresql/none/bin/initdb}" postgresql
 
 echo "$want" > "$STAMP"
 echo "installed into $VENV"

@@ -84,14 +84,19 @@ def postgres_server() -> Iterator[tuple[str, list[str], str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres_url(postgres_server: tuple[str, list[str], str]) -> str:
-    """A fresh, empty database on the session's server (one per test module)."""
-    base, _, psql = postgres_server
+def new_database(server: tuple[str, list[str], str]) -> str:
+    """The URL of a fresh, empty database on a `postgres_server`."""
+    base, _, psql = server
     name = f"t_{uuid.uuid4().hex[:12]}"
     subprocess.run([psql, f"{base}/postgres", "-q", "-c", f"CREATE DATABASE {name}"], check=True,
                    capture_output=True)
     return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server: tuple[str, list[str], str]) -> str:
+    """A fresh, empty database on the session's server (one per test module)."""
+    return new_database(postgres_server)
 
 
 async def start_gateway(env: dict[str, str], log: Path, timeout: float = 60.0) -> asyncio.subprocess.Process:
