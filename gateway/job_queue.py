@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import os
 import socket
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,9 +86,10 @@ LOST_UPLOAD = ("the upload is missing or incomplete on this gateway's data volum
 FLUSH_SECONDS = 0.25         # how often a job's new events are written to the store
 FOLLOW_POLL_SECONDS = 0.5    # how often a follower of a job run elsewhere looks for new events
 END_GRACE_SECONDS = 3.0      # a finished record whose log lacks an end event gets one after this
-DRAIN_WINDOW = timedelta(minutes=10)
+DRAIN_WINDOW = timedelta(hours=1)   # recent jobs whose speed predicts the running ones'
 DRAIN_SAMPLES = 20
-NO_DRAIN_RETRY = 5           # Retry-After before any job has finished: soon, and cheap to refuse again
+NO_DRAIN_RETRY = 5           # Retry-After with nothing measured yet: soon, and cheap to refuse again
+MIN_REMAINING = 1.0          # a running job past its predicted end is taken to end within a second
 JANITOR_SECONDS = 60.0
 
 
@@ -132,22 +135,33 @@ def worker_name(config: GatewayConfig) -> str:
     return f"{config.worker_name or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def drain_retry_after(finishes: list[Any], at: Any, ahead: int = 1) -> int:
-    """Seconds until `ahead` places are likely free, from when recent jobs finished.
+def drain_retry_after(speeds: list[float], running: list[tuple[float, float]], waiting: list[float],
+                      ahead: int = 1) -> int:
+    """Seconds until `ahead` places in the queue are likely free, from how fast it drains now.
 
-    The queue frees a place whenever any job ends, so the measured rate of recent ends
-    (on every replica that shares the store) says how soon the next ones come: `ahead`
-    places at `n` ends over the last `span` seconds take `ahead * span / n`.
+    A place frees whenever a job ends and the next queued one starts. Each job's time is
+    its audio length times the measured speed of recent jobs (wall seconds per audio
+    second, the median of the last ones on every replica); the running jobs end at that
+    time minus what they have run, and each slot then takes the next waiting job.
 
     Args:
-        finishes: finish times of recent jobs, newest first.
-        at: now (same clock).
+        speeds: wall seconds per audio second of recent done jobs.
+        running: (seconds run so far, audio seconds) of each running job.
+        waiting: audio seconds of each queued job, first to run first.
         ahead: places that must free up.
     """
-    if not finishes:
-        return NO_DRAIN_RETRY
-    span = max(1.0, (at - finishes[-1]).total_seconds())
-    return int(min(600, max(1, math.ceil(ahead * span / len(finishes)))))
+    if not speeds or not running:
+        return NO_DRAIN_RETRY  # nothing measured, or nothing that will end: soon, and cheap to refuse again
+    speed = statistics.median(speeds)
+    ends = [max(MIN_REMAINING, speed * audio - ran) for ran, audio in running]
+    heapq.heapify(ends)
+    typical = statistics.median([a for _, a in running if a] or [1.0])
+    t = 0.0
+    for i in range(ahead):
+        t = heapq.heappop(ends)
+        nxt = waiting[i] if i < len(waiting) and waiting[i] else typical
+        heapq.heappush(ends, t + speed * nxt)
+    return int(min(600, max(1, math.ceil(t))))
 
 
 class JobManager:
@@ -246,10 +260,16 @@ class JobManager:
         return self.counts.get(QUEUED, 0)
 
     async def retry_after(self, ahead: int = 1) -> int:
-        """Seconds until `ahead` places are likely free, from the measured drain rate."""
-        t = now()
-        finishes = await asyncio.to_thread(self.store.recent_finishes, t - DRAIN_WINDOW, DRAIN_SAMPLES)
-        return drain_retry_after(finishes, t, ahead)
+        """Seconds until `ahead` places are likely free, from how fast the queue drains (see
+        `drain_retry_after`)."""
+
+        def measure() -> tuple[list[float], list[tuple[float, float]], list[float]]:
+            t = now()
+            speeds = self.store.recent_speeds(t - DRAIN_WINDOW, DRAIN_SAMPLES)
+            running, waiting = self.store.queue_snapshot()
+            return speeds, [((t - s).total_seconds() if s else 0.0, a) for s, a in running], waiting
+
+        return drain_retry_after(*await asyncio.to_thread(measure), ahead=ahead)
 
     async def reserve(self, places: int = 1) -> Reservation:
         """Hold places for new jobs before their uploads are read.

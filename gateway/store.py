@@ -380,12 +380,22 @@ class JobStore:
             return list(s.scalars(select(JobRow.id).where(JobRow.status == QUEUED)
                                   .order_by(JobRow.created_at, JobRow.id)).all())
 
-    def recent_finishes(self, since: dt.datetime, limit: int = 50) -> list[dt.datetime]:
-        """When the last jobs (at most `limit`, none before `since`) finished, newest first."""
+    def recent_speeds(self, since: dt.datetime, limit: int = 20) -> list[float]:
+        """Wall seconds per second of audio of the last done jobs (none finished before `since`)."""
         with self.session() as s:
-            rows = s.scalars(select(JobRow.finished_at).where(JobRow.finished_at >= since)
+            rows = s.execute(select(JobRow.wall_seconds, JobRow.seconds)
+                             .where(JobRow.status == DONE, JobRow.finished_at >= since, JobRow.seconds > 0)
                              .order_by(JobRow.finished_at.desc()).limit(limit)).all()
-        return [t for t in (utc(r) for r in rows) if t is not None]
+        return [float(w) / float(a) for w, a in rows if w and a]
+
+    def queue_snapshot(self) -> tuple[list[tuple[dt.datetime | None, float]], list[float]]:
+        """What runs and waits now: (started_at, audio seconds) of running jobs, and the audio
+        seconds of queued jobs, first to run first (0 where unknown)."""
+        with self.session() as s:
+            running = s.execute(select(JobRow.started_at, JobRow.duration).where(JobRow.status == RUNNING)).all()
+            queued = s.scalars(select(JobRow.duration).where(JobRow.status == QUEUED)
+                               .order_by(JobRow.created_at, JobRow.id)).all()
+        return [(utc(t), float(d or 0.0)) for t, d in running], [float(d or 0.0) for d in queued]
 
     def disk_usage(self) -> int:
         """Bytes the jobs' files take, as recorded (uploads of unfinished jobs, artifacts of done ones)."""

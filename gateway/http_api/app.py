@@ -41,7 +41,7 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
     Args:
         config: gateway settings (limits, data_dir, db_url, api_key).
         downstream: the services: a gateway.downstream.Downstream (`.stubs`, `.channels`).
-        metrics: the gateway's metrics (a new ServiceMetrics("gateway") when None).
+        metrics: the gateway's metrics (the downstream's, or a new ServiceMetrics("gateway"), when None).
         store: the job store (from config.db_url / data_dir when None).
         shutdown_grace: seconds running jobs get to finish when the app stops.
 
@@ -49,7 +49,8 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
         The FastAPI app; its lifespan starts and stops the job manager, and
         `app.state.stop_jobs()` stops it earlier (a drain).
     """
-    metrics = metrics or ServiceMetrics("gateway")
+    # One registry for the HTTP API and the chain's stage timings (the downstream's).
+    metrics = metrics or getattr(downstream, "metrics", None) or ServiceMetrics("gateway")
     store = store or JobStore.from_config(config.db_url, config.data_dir)
     keys = KeyRing.from_config(config)
     auth = Auth(config.api_key, keys=keys)
