@@ -188,6 +188,13 @@ def test_gpu_overlay_requests_gpus_on_their_pools() -> None:
                     "effect": "NoSchedule"} in pod["tolerations"], name
     sep = env_of(deployments("overlays/gpu")["separator"])
     assert sep["SEPARATOR_DEVICE"]["value"] == "cuda"
+    gpu = deployments("overlays/gpu")
+    assert env_of(gpu["transcriber"])["TRANSCRIBER_DEVICE"]["value"] == "cuda"
+    for name, svc in SERVICES.items():  # a service built differently for GPUs runs that image there
+        suffix = svc.get("gpu_image_tag_suffix")
+        tag = container(gpu[name])["image"].rsplit(":", 1)[1]
+        base_tag = container(deployments("base")[name])["image"].rsplit(":", 1)[1]
+        assert tag == (base_tag + suffix if suffix else base_tag), name
 
 
 def test_local_overlay_is_cpu_and_single_replica() -> None:
