@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.store import (
@@ -35,9 +35,11 @@ from gateway.store import (
     FAILED,
     QUEUED,
     RUNNING,
+    EventRow,
     JobRecord,
     JobRow,
     JobStore,
+    StoredEvent,
     now,
     record_of,
     utc,
@@ -142,8 +144,34 @@ def renew(store: JobStore, worker: str, lease_seconds: float, jobs: Mapping[str,
     return held
 
 
-def finish(store: JobStore, job_id: str, worker: str, attempt: int, **values: Any) -> bool:
-    """Write a job's end (status, artifacts, ...) if this worker still holds it.
+def append(store: JobStore, worker: str, jobs: Mapping[str, tuple[int, list[StoredEvent]]]) -> set[str]:
+    """Append events to the logs of jobs this worker holds; the ids of those it no longer holds.
+
+    Each job's events go in one transaction that first locks the job's row and checks the
+    worker still holds it: a worker that lost a job writes nothing more to its log, and a
+    claim (which locks the row too) cannot slip in between the check and the write.
+
+    Args:
+        jobs: job id -> (the attempt it was claimed with, its new events in order).
+    """
+    lost: set[str] = set()
+    for job_id, (attempt, events) in jobs.items():
+        with store.session() as s, s.begin():
+            if s.execute(select(JobRow.id).where(_held(job_id, worker, attempt)).with_for_update()).first() is None:
+                lost.add(job_id)
+                continue
+            s.add_all([EventRow(job_id=e.job_id, seq=e.seq, type=e.type, data=e.data) for e in events])
+    return lost
+
+
+def finish(store: JobStore, job_id: str, worker: str, attempt: int, events: Sequence[StoredEvent] = (),
+           drop: tuple[str, ...] = (), **values: Any) -> bool:
+    """Write a job's end (status, artifacts, ...) and its last events if this worker still holds it.
+
+    Args:
+        events: the job's last events, its end event among them (written with the end,
+            so a follower never sees a finished job whose log lacks its end).
+        drop: event types to remove from its log now (a finished job's progress).
 
     Returns:
         False when the job was taken over or cancelled meanwhile (nothing written).
@@ -152,7 +180,13 @@ def finish(store: JobStore, job_id: str, worker: str, attempt: int, **values: An
         # The worker's name stays on the record: who finished it, for an operator.
         result = s.execute(update(JobRow).where(_held(job_id, worker, attempt))
                            .values(lease_until=None, **values))
-        return bool(getattr(result, "rowcount", 0))
+        if not getattr(result, "rowcount", 0):
+            return False
+        s.add_all([EventRow(job_id=e.job_id, seq=e.seq, type=e.type, data=e.data) for e in events])
+        if drop:
+            s.flush()
+            s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type.in_(drop)))
+        return True
 
 
 def release(store: JobStore, job_id: str, worker: str, attempt: int) -> bool:

@@ -504,6 +504,8 @@ class JobManager:
             if outcome == CANCELLED:
                 await self._finish(live, CANCELLED, error=CANCELLED_MESSAGE, error_status=499)
             elif outcome == SHUTDOWN:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flush())
                 released = await asyncio.shield(self._call(claims.release, self.store, record.id, self.worker,
                                                            live.attempt))
                 if released:
@@ -529,7 +531,7 @@ class JobManager:
             self._wake.set()  # a slot is free
 
     async def _finish(self, live: LiveJob, status: str, **values: Any) -> bool:
-        """Record a job's end if this worker still holds it; False if it was lost."""
+        """Record a job's end, with its end event, if this worker still holds it; False if it was lost."""
         live.finishing = True
         record = live.record
         record.status, record.finished_at = status, now()
@@ -542,13 +544,18 @@ class JobManager:
                   ("status", "finished_at", "stages", "notes", "seconds", "wall_seconds", "artifacts",
                    "warnings", "error", "error_status", "disk_bytes")}
         jobdir = self.job_dir(record.id)
+        # The end is stored with the job's last events in the finishing transaction, and only
+        # then told to this process's followers.
+        end = JobEvent(live.log.seq + 1, status, _end_data(record))
+        last = [e for e in self._pending if e.job_id == record.id]
+        self._pending = [e for e in self._pending if e.job_id != record.id]
+        last.append(StoredEvent(record.id, end.seq, end.type, end.data))
         try:
-            await asyncio.shield(self._flush())  # followers elsewhere get every event before the end
             if status == DONE:
                 await asyncio.to_thread(_place_artifacts, jobdir / f"run{live.attempt}" / ARTIFACTS,
                                         jobdir / ARTIFACTS)
-            held = await asyncio.shield(self._call(claims.finish, self.store, record.id, self.worker,
-                                                   live.attempt, **fields))
+            held = await asyncio.shield(self._call(claims.finish, self.store, record.id, self.worker, live.attempt,
+                                                   last, TRANSIENT_TYPES, **fields))
         except asyncio.CancelledError:
             log.warning("job %s: shutting down before its record was updated", record.id)
             return False
@@ -557,11 +564,9 @@ class JobManager:
             return False
         # The files are as the record says before anyone hears of the end.
         await asyncio.shield(asyncio.to_thread(_settle_files, jobdir, jobdir / f"run{live.attempt}", status))
-        live.log.publish(status, _end_data(record))
+        live.log.on_publish = None  # stored above
+        live.log.publish(status, end.data)
         live.log.compact()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._flush())
-            await asyncio.shield(self._call(self.store.drop_events, record.id, TRANSIENT_TYPES))
         log.info("job %s %s%s", record.id, status, f": {record.error}" if record.error else "")
         self._finished(record)
         return True
@@ -583,11 +588,16 @@ class JobManager:
         return persist
 
     async def _flush(self) -> None:
+        """Store the events published since the last flush, for the jobs this worker still holds."""
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        clashed = await self._call(self.store.add_events, batch)
-        for job_id in clashed:
+        jobs: dict[str, tuple[int, list[StoredEvent]]] = {}
+        for ev in batch:
+            live = self.live.get(ev.job_id)
+            if live is not None:  # (an attempt that ended writes nothing more)
+                jobs.setdefault(ev.job_id, (live.attempt, []))[1].append(ev)
+        for job_id in await self._call(claims.append, self.store, self.worker, jobs):
             self._lose(job_id)
 
     async def _flusher(self) -> None:

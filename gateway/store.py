@@ -413,24 +413,6 @@ class JobStore:
 
     # -- events -------------------------------------------------------------------------
 
-    def add_events(self, events: Iterable[StoredEvent]) -> set[str]:
-        """Append events (one transaction per job); the ids of jobs whose events clashed.
-
-        A clash (an event number already stored) means another gateway writes this job's
-        log now: it took the job over, so this gateway's events of it are dropped.
-        """
-        by_job: dict[str, list[StoredEvent]] = {}
-        for ev in events:
-            by_job.setdefault(ev.job_id, []).append(ev)
-        clashed: set[str] = set()
-        for job_id, rows in by_job.items():
-            try:
-                with self.session() as s, s.begin():
-                    s.add_all([EventRow(job_id=e.job_id, seq=e.seq, type=e.type, data=e.data) for e in rows])
-            except IntegrityError:
-                clashed.add(job_id)
-        return clashed
-
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """A job's events with seq > `after`, in order."""
         with self.session() as s:

@@ -36,7 +36,7 @@ from launcher.embedded import LocalChain
 pytestmark = pytest.mark.timeout(600)
 
 KEY = "replicas-key"
-LEASE = 3.0
+LEASE = 6.0
 
 
 @pytest.fixture(scope="module")

@@ -110,12 +110,22 @@ def test_cancel_reaches_the_worker_and_requeue_after_a_restart(store: JobStore) 
     assert claims.cancel(store, a, "again") is None
     claimed = claims.claim(store, "w1", 30, 3)
     assert claimed is not None and claimed.record.id == b
+    # Only the worker holding a job writes to its log; the end goes in with the finish.
+    assert claims.append(store, "w1", {b: (1, [StoredEvent(b, 1, "status", {"status": "running"})])}) == set()
+    assert claims.append(store, "w9", {b: (1, [StoredEvent(b, 2, "notes", {})])}) == {b}
+    assert claims.append(store, "w1", {b: (2, [StoredEvent(b, 2, "notes", {})])}) == {b}  # an older attempt
+    assert [e.seq for e in store.events(b)] == [1]
     assert claims.requeue_orphans(store) == [b]
     assert store.get(b).status == QUEUED and store.get(b).attempts == 1
-    # Events: a clash means another worker writes the log; appending takes the next number.
-    store.add_events([StoredEvent(b, 1, "status", {"status": "queued"})])
-    assert store.add_events([StoredEvent(b, 1, "status", {"status": "running"})]) == {b}
-    assert store.append_event(b, "cancelled", {}) == 2 and store.last_seq(b) == 2
+    assert claims.append(store, "w1", {b: (1, [StoredEvent(b, 2, "notes", {})])}) == {b}  # requeued: not held
+    again = claims.claim(store, "w2", 30, 3)
+    assert again is not None and again.record.id == b and again.restart
+    assert claims.append(store, "w2", {b: (2, [StoredEvent(b, 2, "progress", {}), StoredEvent(b, 3, "notes", {})])}) \
+        == set()
+    assert claims.finish(store, b, "w2", 2, [StoredEvent(b, 4, "done", {})], ("progress",), status=DONE)
+    assert [(e.seq, e.type) for e in store.events(b)] == [(1, "status"), (3, "notes"), (4, "done")]
+    assert not claims.finish(store, b, "w2", 2, [StoredEvent(b, 5, "done", {})], status=DONE)  # once only
+    assert store.append_event(b, "note", {}) == 5 and store.last_seq(b) == 5
 
 
 def test_concurrent_claims_on_postgresql_never_share_a_job(postgres_server, tmp_path: Path) -> None:  # noqa: F811
