@@ -597,7 +597,12 @@ class JobManager:
             live = self.live.get(ev.job_id)
             if live is not None:  # (an attempt that ended writes nothing more)
                 jobs.setdefault(ev.job_id, (live.attempt, []))[1].append(ev)
-        for job_id in await self._call(claims.append, self.store, self.worker, jobs):
+        try:
+            lost = await self._call(claims.append, self.store, self.worker, jobs)
+        except Exception:
+            self._pending = batch + self._pending  # the database is away: try them again
+            raise
+        for job_id in lost:
             self._lose(job_id)
 
     async def _flusher(self) -> None:
