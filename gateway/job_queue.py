@@ -232,7 +232,8 @@ class JobManager:
         tasks = [j.task for j in self.live.values() if j.task is not None and not j.task.done()]
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
-        for job in list(self.live.values()):
+        tasks = [j.task for j in self.live.values() if j.task is not None and not j.task.done()]
+        for job in list(self.live.values()):  # (including one claimed while closing began)
             if job.task is not None and not job.task.done():
                 job.cancel_reason = job.cancel_reason or SHUTDOWN
                 job.task.cancel()

@@ -2,6 +2,7 @@
 
     keys = KeyRing.from_config(config)          # TABAGENT_KEYS_FILE and/or TABAGENT_API_KEY
     who = keys.check_header("Bearer ta_...")    # Principal(user="alice", admin=False), or None
+    who = keys.check_metadata(handler_call_details.invocation_metadata)   # the same for a gRPC call
     who.may_see(record.owner)                   # a user sees their own jobs; an admin all
 
 The keys file (TABAGENT_KEYS_FILE; a Kubernetes Secret mounted as a file) has one key per
@@ -35,6 +36,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,16 @@ class KeyRing:
         if scheme.lower() != "bearer":
             return None
         return self.verify(token)
+
+    def check_metadata(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal | None:
+        """The user of a gRPC call's `authorization: Bearer <key>` metadata (what a server
+        interceptor passes: `context.invocation_metadata()` or `handler_call_details.invocation_metadata`)."""
+        if not self.enabled:
+            return OPEN
+        for name, value in metadata or ():
+            if name.lower() == "authorization":
+                return self.check_header(value.decode() if isinstance(value, bytes) else value)
+        return None
 
     # -- the file ---------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from gateway.store import JobStore, now
 log = logging.getLogger(__name__)
 
 STRAY_SECONDS = 3600.0      # a folder without a record this old is no upload in flight on any replica
+STRAY_CHECK_SECONDS = 600.0  # how often a sweep looks for stray folders (a walk of the jobs folder)
 SWEEP_BATCH = 200
 
 
@@ -53,6 +54,7 @@ class Retention:
         self.root = root
         self.days = days
         self.budget = budget
+        self._strays_checked = -STRAY_CHECK_SECONDS
 
     @property
     def enabled(self) -> bool:
@@ -92,9 +94,11 @@ class Retention:
                     break
         if removed:
             log.info("retention: removed %d finished job(s)", len(removed))
-        self.remove_strays(STRAY_SECONDS)
-        for batch_id in self.store.empty_batches():
-            self.store.delete_batch(batch_id)
+        if time.monotonic() - self._strays_checked >= STRAY_CHECK_SECONDS:
+            self._strays_checked = time.monotonic()
+            self.remove_strays(STRAY_SECONDS)
+            for batch_id in self.store.empty_batches():
+                self.store.delete_batch(batch_id)
         return removed
 
     def _remove(self, job_id: str) -> bool:

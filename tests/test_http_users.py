@@ -55,6 +55,9 @@ def test_keys_file_hashes_reloads_and_survives_a_bad_edit(tmp_path: Path) -> Non
     assert ring.verify(alice) == Principal("alice") and ring.verify(ops) == Principal("ops", admin=True)
     assert ring.check_header(f"Bearer {alice}") == Principal("alice")
     assert ring.check_header(f"Basic {alice}") is None and ring.check_header(None) is None
+    assert ring.check_metadata([("user-agent", "grpc"), ("authorization", f"Bearer {ops}".encode())]) \
+        == Principal("ops", admin=True)
+    assert ring.check_metadata([("user-agent", "grpc")]) is None and ring.check_metadata(None) is None
     assert ring.verify("ta_wrong") is None and ring.verify("") is None
     bob = keys.add_user(path, "bob")  # added while running: no restart needed
     time.sleep(0.01)
