@@ -197,7 +197,6 @@ class _SongProgress:
 
 async def run_batch(args: argparse.Namespace) -> int:
     """Run every song not done yet; write batch.json as they end; print the summary table."""
-    from launcher.cli import _pairs
     from tabagent.client import AsyncClient, Done, Progress, process_config
 
     songs = find_songs(args.source)
@@ -216,8 +215,11 @@ async def run_batch(args: argparse.Namespace) -> int:
     if not args.quiet and skipped:
         print(f"batch: {skipped} song(s) already done or skipped; {len(todo)} to run", file=sys.stderr)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    tuning = _pairs(args.tuning, "tuning")
-    capo = {k: int(v) for k, v in _pairs(args.capo, "capo").items()}
+    tuning = part_values(args.tuning, "tuning")
+    try:
+        capo = {k: int(v) for k, v in part_values(args.capo, "capo").items()}
+    except ValueError:
+        raise InvalidInput(f"--capo {args.capo}: expected PART=FRET with a whole number of frets") from None
     local = None
     address = args.gateway
     if todo and not address:
@@ -296,10 +298,34 @@ def print_summary(songs: list[Song], stream: TextIO) -> None:
           f"{sum(s.seconds for s in songs if s.status == DONE):.1f} s of work", file=stream)
 
 
+def part_values(values: list[str] | None, what: str) -> dict[str, str]:
+    """Repeated `PART=VALUE` options as a dict; a bare value applies to guitar (as `tabagent run`).
+
+    Raises:
+        InvalidInput: a value missing after `=`.
+    """
+    out: dict[str, str] = {}
+    for v in values or []:
+        part, sep, value = v.partition("=")
+        if not sep:
+            part, value = "guitar", v
+        if not value.strip():
+            raise InvalidInput(f"--{what} {v!r}: expected PART=VALUE")
+        out[part.strip()] = value.strip()
+    return out
+
+
+def video_size(text: str) -> tuple[int, int]:
+    """`1280x720` as (width, height), for argparse."""
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `tabagent batch`."""
-    from launcher.cli import _size
-
     p = sub.add_parser("batch", help="turn every song of a folder or list into tabs, resumably",
                        description="Run every song of a folder (or a text file listing one path a line) through "
                                    "the chain, N at a time, into OUT/<song>/. batch.json records each song; run "
@@ -317,7 +343,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", default=os.environ.get("DEMUCS_MODEL_DIR", ""))
     p.add_argument("--no-video", action="store_true", help="skip video.mp4")
     p.add_argument("--style", default="guitar_hero")
-    p.add_argument("--size", type=_size, default=(1280, 720))
+    p.add_argument("--size", type=video_size, default=(1280, 720))
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--stems", action="store_true")
     p.add_argument("--timeout", type=float, default=None, help="deadline per song, seconds")
