@@ -24,25 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
-import math
 import os
 import socket
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import artifacts as artifact_files
 from gateway import claims
 from gateway.chain import Stubs
 from gateway.config import GatewayConfig
+from gateway.drain import DRAIN_SAMPLES, DRAIN_WINDOW, drain_retry_after
 from gateway.events import (
     ATTEMPT_TYPES,
     END_TYPES,
@@ -51,6 +47,16 @@ from gateway.events import (
     EventLog,
     JobEvent,
     convert,
+)
+from gateway.job_files import (
+    ARTIFACTS,
+    LOST,
+    SHUTDOWN,
+    UPLOAD,
+    clean_earlier_attempts,
+    collect,
+    place_artifacts,
+    settle_files,
 )
 from gateway.options import JobOptions
 from gateway.retention import Retention, remove_path
@@ -75,21 +81,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-UPLOAD = "upload"
-ARTIFACTS = "artifacts"
 FEED_BYTES = 1024 * 1024
-SHUTDOWN = "interrupted by a gateway shutdown"          # internal: the job goes back to the queue
-LOST = "taken over or cancelled on another gateway"     # internal: the job is no longer ours
 CANCELLED_MESSAGE = "cancelled by the client"
 LOST_UPLOAD = ("the upload is missing or incomplete on this gateway's data volume; submit the song again "
                "(gateways that share a database must share TABAGENT_DATA_DIR)")
 FLUSH_SECONDS = 0.25         # how often a job's new events are written to the store
 FOLLOW_POLL_SECONDS = 0.5    # how often a follower of a job run elsewhere looks for new events
 END_GRACE_SECONDS = 3.0      # a finished record whose log lacks an end event gets one after this
-DRAIN_WINDOW = timedelta(hours=1)   # recent jobs whose speed predicts the running ones'
-DRAIN_SAMPLES = 20
-NO_DRAIN_RETRY = 5           # Retry-After with nothing measured yet: soon, and cheap to refuse again
-MIN_REMAINING = 1.0          # a running job past its predicted end is taken to end within a second
 JANITOR_SECONDS = 60.0
 
 
@@ -133,35 +131,6 @@ class Reservation:
 def worker_name(config: GatewayConfig) -> str:
     """This process's name in job records: the pod (or host) name, the pid and a random tag."""
     return f"{config.worker_name or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def drain_retry_after(speeds: list[float], running: list[tuple[float, float]], waiting: list[float],
-                      ahead: int = 1) -> int:
-    """Seconds until `ahead` places in the queue are likely free, from how fast it drains now.
-
-    A place frees whenever a job ends and the next queued one starts. Each job's time is
-    its audio length times the measured speed of recent jobs (wall seconds per audio
-    second, the median of the last ones on every replica); the running jobs end at that
-    time minus what they have run, and each slot then takes the next waiting job.
-
-    Args:
-        speeds: wall seconds per audio second of recent done jobs.
-        running: (seconds run so far, audio seconds) of each running job.
-        waiting: audio seconds of each queued job, first to run first.
-        ahead: places that must free up.
-    """
-    if not speeds or not running:
-        return NO_DRAIN_RETRY  # nothing measured, or nothing that will end: soon, and cheap to refuse again
-    speed = statistics.median(speeds)
-    ends = [max(MIN_REMAINING, speed * audio - ran) for ran, audio in running]
-    heapq.heapify(ends)
-    typical = statistics.median([a for _, a in running if a] or [1.0])
-    t = 0.0
-    for i in range(ahead):
-        t = heapq.heappop(ends)
-        nxt = waiting[i] if i < len(waiting) and waiting[i] else typical
-        heapq.heappush(ends, t + speed * nxt)
-    return int(min(600, max(1, math.ceil(t))))
 
 
 class JobManager:
@@ -476,7 +445,7 @@ class JobManager:
             if restart:
                 live.log.publish("restart", {"attempt": live.attempt, "reason": restart})
             live.log.publish("status", {"status": RUNNING, "attempt": live.attempt})
-            await asyncio.to_thread(_clean_earlier_attempts, jobdir, workdir.name)
+            await asyncio.to_thread(clean_earlier_attempts, jobdir, workdir.name)
             if not upload.is_file() or upload.stat().st_size != record.upload_bytes:
                 raise _LostUpload(LOST_UPLOAD)
             if self.wait_ready is not None:
@@ -491,7 +460,7 @@ class JobManager:
                 event = convert(resp)
                 if event is not None:
                     live.log.publish(*event)
-            files = await asyncio.to_thread(_collect, job.artifact_paths, workdir / ARTIFACTS)
+            files = await asyncio.to_thread(collect, job.artifact_paths, workdir / ARTIFACTS)
             result = job.result
             summary = job.summary()
             if await self._finish(live, DONE, seconds=result.seconds, wall_seconds=result.wall_seconds,
@@ -528,7 +497,7 @@ class JobManager:
                 job.close()
             self.live.pop(record.id, None)
             live.log.close()
-            await asyncio.to_thread(_settle_files, jobdir, workdir, outcome)
+            await asyncio.to_thread(settle_files, jobdir, workdir, outcome)
             self._wake.set()  # a slot is free
 
     async def _finish(self, live: LiveJob, status: str, **values: Any) -> bool:
@@ -553,7 +522,7 @@ class JobManager:
         last.append(StoredEvent(record.id, end.seq, end.type, end.data))
         try:
             if status == DONE:
-                await asyncio.to_thread(_place_artifacts, jobdir / f"run{live.attempt}" / ARTIFACTS,
+                await asyncio.to_thread(place_artifacts, jobdir / f"run{live.attempt}" / ARTIFACTS,
                                         jobdir / ARTIFACTS)
             held = await asyncio.shield(self._call(claims.finish, self.store, record.id, self.worker, live.attempt,
                                                    last, TRANSIENT_TYPES, **fields))
@@ -564,7 +533,7 @@ class JobManager:
             log.warning("job %s was taken over or cancelled elsewhere; dropping this attempt's result", record.id)
             return False
         # The files are as the record says before anyone hears of the end.
-        await asyncio.shield(asyncio.to_thread(_settle_files, jobdir, jobdir / f"run{live.attempt}", status))
+        await asyncio.shield(asyncio.to_thread(settle_files, jobdir, jobdir / f"run{live.attempt}", status))
         live.log.on_publish = None  # stored above
         live.log.publish(status, end.data)
         live.log.compact()
@@ -685,45 +654,3 @@ async def _feed(job: SongJob, upload: Path) -> None:
         raise
     except Exception as exc:  # the stored upload vanished or is over the limit
         job.spool.abort(exc)
-
-
-def _collect(paths: list[Path], outdir: Path) -> list[dict[str, Any]]:
-    """Move every artifact (video and stems are written beside the folder) into `outdir`."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in paths:
-        target = outdir / path.name
-        if path.resolve() != target.resolve():
-            path.replace(target)
-        files.append({"name": target.name, "path": f"{ARTIFACTS}/{target.name}",
-                      "size": target.stat().st_size, "content_type": artifact_files.content_type(target.name)})
-    return files
-
-
-def _clean_earlier_attempts(jobdir: Path, keep: str) -> None:
-    """Remove what earlier attempts of a restarted job left (their work folders, artifacts)."""
-    if not jobdir.is_dir():
-        return
-    for path in jobdir.iterdir():
-        if path.name != UPLOAD and path.name != keep:
-            remove_path(path)
-
-
-def _place_artifacts(source: Path, target: Path) -> None:
-    """Move a finished attempt's artifacts folder to where the record points."""
-    if target.exists():
-        remove_path(target)
-    source.replace(target)
-
-
-def _settle_files(jobdir: Path, workdir: Path, outcome: str) -> None:
-    """What stays of a job's folder once this attempt ended.
-
-    done: the artifacts; queued again (shutdown): the upload; lost to another replica:
-    whatever the new owner keeps; failed or cancelled here: nothing.
-    """
-    remove_path(workdir)
-    if outcome == DONE:
-        (jobdir / UPLOAD).unlink(missing_ok=True)
-    elif outcome not in (SHUTDOWN, LOST):
-        remove_path(jobdir)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_fixtures import write_audio
-from http_fixtures import follow
+from http_fixtures import follow, sse
 from pg_fixtures import (  # noqa: F401 - fixtures
     free_port,
     new_database,
@@ -59,10 +59,35 @@ def gateway_env(chain: LocalChain, name: str, db_url: str, data: Path, backlog: 
             "POD_NAME": f"gw-{name}", "TABAGENT_LOG_LEVEL": "INFO"}
 
 
+def logs(folder: Path) -> str:
+    """The end of both gateways' logs (for a failure's message)."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(folder.glob("gateway-*.log")))
+
+
 def separations(chain: LocalChain) -> float:
     """Separator streams this test's separator finished with OK."""
     return chain.metrics["separator"].registry.get_sample_value(
         "tabagent_requests_total", {"service": "separator", "method": "Separate", "code": "OK"}) or 0.0
+
+
+async def kill_mid_song(client: httpx.AsyncClient, store: JobStore, proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the gateway `client` talks to while it transcribes a song: at a transcribe
+    progress event that arrives live (not in the replay of the job's log)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while loop.time() < deadline:
+        running = [r for r in store.unfinished() if r.status == RUNNING and r.worker.startswith("gw-a:")]
+        for record in running:
+            connected = loop.time()
+            async for event, data, _ in sse(client, f"/v1/jobs/{record.id}/events"):
+                if event in ("done", "failed", "cancelled"):
+                    break
+                if event == "progress" and data["stage"] == "transcribe" and loop.time() - connected > 0.3:
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+                    return
+        await asyncio.sleep(0.05)
+    raise AssertionError("gateway a never transcribed a song while the test watched")
 
 
 async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, tmp_path: Path, n_jobs: int) -> None:
@@ -82,30 +107,21 @@ async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, tm
                 resp = await (a if i % 2 == 0 else b).post("/v1/jobs", files={"file": ("song.wav", song.read_bytes())})
                 assert resp.status_code == 202, resp.text
                 jobs.append(resp.json()["id"])
-            # Wait until gateway a is part-way through a song (its heartbeat has recorded progress).
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 120
-            while True:
-                running = [r for r in store.unfinished() if r.status == RUNNING]
-                if any(r.worker.startswith("gw-a:") and r.stages for r in running):
-                    break
-                assert loop.time() < deadline, "gateway a never ran a song"
-                await asyncio.sleep(0.1)
-            procs["a"].send_signal(signal.SIGKILL)
-            await procs["a"].wait()
+            await kill_mid_song(a, store, procs["a"])
             orphans = {r.id for r in store.unfinished() if r.status == RUNNING and r.worker.startswith("gw-a:")}
-            assert orphans
+            assert orphans, "gateway a was killed mid-song, yet no job of it was left running"
             # The survivor serves every job's events to the end, whichever gateway ran it.
             ends = await asyncio.wait_for(asyncio.gather(*(follow(b, f"/v1/jobs/{j}/events") for j in jobs)), 300)
-            assert [e[-1][0] for e in ends] == ["done"] * n_jobs
+            assert [e[-1][0] for e in ends] == ["done"] * n_jobs, logs(tmp_path)
             for job_id in jobs:
                 record = store.get(job_id)
                 assert record is not None and record.status == "done"
                 stored = store.events(job_id)
                 kinds = [e.type for e in stored]
                 starts = [e for e in stored if e.type == "status" and e.data["status"] == "running"]
-                assert sum(k in ("done", "failed", "cancelled") for k in kinds) == 1, kinds
-                assert len(starts) == record.attempts == (2 if job_id in orphans else 1), (job_id, kinds)
+                assert sum(k in ("done", "failed", "cancelled") for k in kinds) == 1, (kinds, logs(tmp_path))
+                assert len(starts) == record.attempts == (2 if job_id in orphans else 1), \
+                    (job_id, kinds, orphans, logs(tmp_path))
                 if job_id in orphans:
                     restart = next(e for e in stored if e.type == "restart")
                     assert "gw-a:" in restart.data["reason"] and "lease" in restart.data["reason"]

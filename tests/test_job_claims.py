@@ -20,7 +20,7 @@ from pg_fixtures import new_database, postgres_server  # noqa: F401 - fixture
 from sqlalchemy import create_engine, text
 
 from gateway import claims
-from gateway.job_queue import drain_retry_after
+from gateway.drain import drain_retry_after
 from gateway.retention import Retention
 from gateway.store import (
     CANCELLED,
