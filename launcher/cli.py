@@ -14,6 +14,7 @@ from pathlib import Path
 
 from launcher import fingering_cli
 from tabagent.errors import InvalidInput, TabAgentError
+from tabagent.options import STYLE_NAMES
 
 log = logging.getLogger("tabagent")
 
@@ -51,15 +52,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--separator-addr", default=os.environ.get("SEPARATOR_ADDR", ""))
     p.add_argument("--transcriber-addr", default=os.environ.get("TRANSCRIBER_ADDR", ""))
     p.add_argument("--video-addr", default=os.environ.get("VIDEO_ADDR", ""))
-    p.add_argument("--parts", default="guitar,bass", help="parts to transcribe (default: guitar,bass)")
+    p.add_argument("--parts", default="guitar,bass",
+                   help="parts to transcribe: guitar, bass, or lead,rhythm instead of guitar (default: guitar,bass)")
     p.add_argument("--tuning", action="append", metavar="PART=TUNING",
                    help="e.g. guitar=drop_d, bass=28,33,38,43, guitar=D2,A2,D3,G3,B3,E4")
-    p.add_argument("--capo", action="append", metavar="PART=FRET")
+    p.add_argument("--capo", action="append", metavar="PART=FRET", help="e.g. guitar=2 (0-12)")
     p.add_argument("--model", default="", help="separator model: htdemucs (default), htdemucs_6s, htdemucs_ft, dsp")
     p.add_argument("--model-dir", default=os.environ.get("DEMUCS_MODEL_DIR", ""),
                    help="local Demucs model folder (embedded chain)")
     p.add_argument("--no-video", action="store_true", help="skip video.mp4")
-    p.add_argument("--style", default="guitar_hero", help="video style preset")
+    p.add_argument("--style", default="guitar_hero",
+                   help=f"video style preset: {', '.join(STYLE_NAMES)} (checked even with --no-video)")
     p.add_argument("--size", type=_size, default=(1280, 720), help="video size (default 1280x720)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--stems", action="store_true", help="also write the separated stems")
@@ -75,10 +78,10 @@ async def _run_song(args: argparse.Namespace) -> int:
 
     if not args.song.is_file():
         raise InvalidInput(f"{args.song}: no such file")
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    # Checked here (tabagent.options, as the SDK and HTTP API do) before any model starts.
     config = process_config(
-        filename=str(args.song), parts=parts, tuning=_pairs(args.tuning, "tuning"),
-        capo={k: int(v) for k, v in _pairs(args.capo, "capo").items()},
+        filename=str(args.song), parts=args.parts.split(","), tuning=_pairs(args.tuning, "tuning"),
+        capo=_pairs(args.capo, "capo"),
         video=not args.no_video, style=args.style, size=args.size, fps=args.fps,
         separator_model=args.model, return_stems=args.stems, title=args.title or args.song.stem)
     bars = StageBars(enabled=None if not args.quiet else False)
