@@ -117,12 +117,12 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
     stdout = stdout or sys.stdout
     try:
         if args.midi is not None:
-            notes, instrument = _midi_notes(args.midi, args.track)
+            notes, instrument = _midi_notes(args.midi, getattr(args, "track", None))
             data: dict[str, Any] = {"notes": notes}
             if instrument and args.tuning is None:
                 data["instrument"] = instrument
         else:
-            if args.track is not None:
+            if getattr(args, "track", None) is not None:
                 raise InvalidInput("--track picks a track of a MIDI file: give it with --midi FILE")
             try:
                 data = json.load(stdin)
