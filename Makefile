@@ -18,7 +18,10 @@ check: lint
 test: install
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
+# The slow tests too; --notation installs MuseScore 3, TuxGuitar and a JDK for
+# tests/test_notation_apps.py (it skips, saying why, where they cannot be installed).
 test-all: install
+	@scripts/install.sh --notation
 	$(PY) -m pytest -q
 
 proto: install
