@@ -27,7 +27,10 @@ import numpy as np
 from opentelemetry import trace
 
 from gateway.crosspart import BleedFilter
+from gateway.partsplit import PartSplit
 from gateway.spec import PartResult, SongResult, SongSpec
+from gateway.stereo_split import PARTS as SPLIT_PARTS
+from gateway.stereo_split import StereoSplit
 from tabagent import audio as pcm
 from tabagent import telemetry
 from tabagent.errors import Cancelled, TabAgentError, UpstreamError, from_rpc_error
@@ -111,6 +114,10 @@ class Chain:
         self._calls: list[Any] = []
         self._want_video = spec.video and stubs.video is not None
         self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        # --parts lead,rhythm: the guitar stem split by stereo position, each note then
+        # kept in one of the two parts (gateway.stereo_split, gateway.partsplit).
+        names = {p.name for p in spec.parts}
+        self._split = PartSplit() if set(SPLIT_PARTS) <= names else None
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -205,6 +212,8 @@ class Chain:
         watch = [video_task] if video_task is not None else []
         try:
             await self._wait(core, watch)
+            for ready in self._split.flush() if self._split is not None else []:
+                await self._publish(ready, video_in)
             with self._stage("beats"):
                 self.result.rhythm = await asyncio.to_thread(tracker.result)
             if video_task is not None:
@@ -307,6 +316,8 @@ class Chain:
 
         routes: dict[str, list[str]] = {}
         stem_writers: dict[str, Any] = {}
+        halves: dict[str, StereoSplit] = {}       # stem -> its lead/rhythm splitter
+        split_at: dict[str, int] = {}            # part -> frames of split audio sent
         with self._stage("separate"):
             try:
                 async with aclosing(self._responses(self.stubs.separator.Separate, requests(), "separator",
@@ -314,7 +325,13 @@ class Chain:
                     async for kind, message in responses:
                         if kind == "stem":
                             samples = pcm.read_chunk(message.audio)
+                            rate = message.audio.sample_rate
+                            split = (await asyncio.to_thread(halves[message.stem].push, samples)
+                                     if message.stem in halves else {})
                             for part in routes.get(message.stem, []):
+                                if part in split:
+                                    await self._put_split(part_in[part], split[part], rate, split_at, part)
+                                    continue
                                 mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
                                 await part_in[part].put(
                                     pcm.make_chunk(mono, message.audio.sample_rate, message.audio.offset))
@@ -328,6 +345,9 @@ class Chain:
                             sources = list(message.stems) or list(message.sources)
                             for p in spec.parts:
                                 routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                                if p.name in SPLIT_PARTS:
+                                    stem = stem_for_part(p.instrument, sources)
+                                    halves.setdefault(stem, StereoSplit(message.sample_rate or SAMPLE_RATE))
                             if spec.return_stems:
                                 from gateway.artifacts import StemWriter
 
@@ -338,8 +358,24 @@ class Chain:
             finally:
                 for w in stem_writers.values():
                     await asyncio.to_thread(w.close)
+            for stem, splitter in halves.items():
+                rest = splitter.finish()
+                for part in routes.get(stem, []):
+                    if part in rest:
+                        await self._put_split(part_in[part], rest[part], splitter.sample_rate, split_at, part)
+                if splitter.mono:
+                    log.info("song %s: the guitar stem has no stereo image; lead and rhythm are told "
+                             "apart by chords and register alone", self.spec.song_id)
         for q in part_in.values():
             await q.put(_END)
+
+    @staticmethod
+    async def _put_split(queue: asyncio.Queue[Any], mono: np.ndarray, rate: int, sent: dict[str, int],
+                         part: str) -> None:
+        """Queue one part's share of the split stem (offsets count that part's own frames)."""
+        if mono.size:
+            await queue.put(pcm.make_chunk(mono[:, None], rate, sent.get(part, 0)))
+            sent[part] = sent.get(part, 0) + mono.size
 
     async def _transcribe(self, part: str, chunks: asyncio.Queue[Any], video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[part]
@@ -376,7 +412,15 @@ class Chain:
             await self._release(ready, video_in)
 
     async def _release(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
-        """Record a final batch and send it to the client and the renderer."""
+        """Record a final batch and send it to the client and the renderer (a lead or
+        rhythm batch first goes through the lead/rhythm split)."""
+        if self._split is not None and batch.part in self._split.parts:
+            for ready in self._split.add(batch):
+                await self._publish(ready, video_in)
+            return
+        await self._publish(batch, video_in)
+
+    async def _publish(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[batch.part]
         pr.notes.extend(_kept(n) for n in batch.notes)
         pr.out_of_range.extend(_kept(n) for n in batch.out_of_range)
