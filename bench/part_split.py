@@ -50,7 +50,7 @@ def _match(truth: dict[str, list[Note]], written: dict[str, list[Note]]) -> dict
     for part in PARTS:
         for note in sorted(written[part], key=lambda n: n.start):
             best = None
-            for k, (name, ref) in enumerate(pool):
+            for k, (_name, ref) in enumerate(pool):
                 if k in used or ref.pitch != note.pitch or abs(ref.start - note.start) > ONSET_TOLERANCE:
                     continue
                 if best is None or abs(ref.start - note.start) < abs(pool[best][1].start - note.start):
