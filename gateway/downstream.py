@@ -15,15 +15,20 @@ from gateway.chain import Stubs
 from gateway.config import GatewayConfig
 from tabagent import serving, telemetry
 from tabagent.metrics import ServiceMetrics
+from tabagent.serving.auth import bearer_interceptors
 from tabagent.v1 import audio_pb2, separator_pb2_grpc, transcriber_pb2_grpc, video_pb2_grpc
 
 READY_TIMEOUT = 600.0       # how long to wait for the model services at start-up
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """A channel to a service; `dns:///name:port` balances over every replica."""
+def open_channel(address: str, token: str = "") -> grpc.aio.Channel:
+    """A channel to a service; `dns:///name:port` balances over every replica.
+
+    Every call on it carries `token` (the shared service token) when one is set.
+    """
     return grpc.aio.insecure_channel(
-        address, options=serving.channel_options(), interceptors=telemetry.client_interceptors()
+        address, options=serving.channel_options(),
+        interceptors=[*telemetry.client_interceptors(), *bearer_interceptors(token)],
     )
 
 
@@ -43,11 +48,11 @@ class Downstream:
         self.metrics = metrics or ServiceMetrics("gateway")
         self.ready_timeout = ready_timeout
         self.channels = {
-            "separator": open_channel(config.separator_addr),
-            "transcriber": open_channel(config.transcriber_addr),
+            "separator": open_channel(config.separator_addr, config.service_token),
+            "transcriber": open_channel(config.transcriber_addr, config.service_token),
         }
         if config.video_addr:
-            self.channels["video"] = open_channel(config.video_addr)
+            self.channels["video"] = open_channel(config.video_addr, config.service_token)
         self.stubs = Stubs(
             separator=separator_pb2_grpc.SeparatorStub(self.channels["separator"]),
             transcriber=transcriber_pb2_grpc.TranscriberStub(self.channels["transcriber"]),

@@ -18,6 +18,7 @@ import grpc
 from opentelemetry import trace
 
 from gateway import artifacts
+from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.downstream import Downstream
 from gateway.song_job import SongJob
@@ -26,6 +27,7 @@ from tabagent import serving
 from tabagent.errors import BadConfig
 from tabagent.metrics import ServiceMetrics
 from tabagent.serving import ServiceServer, ServiceSpec
+from tabagent.serving.auth import Authenticator
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             job.spool.abort(exc)
 
 
-SPEC = ServiceSpec(SERVICE_NAME, "gateway", GatewayServicer, gateway_pb2_grpc.add_GatewayServicer_to_server)
+def _authenticator(config: GatewayConfig) -> Authenticator | None:
+    """The gRPC API takes the HTTP API's key (none configured: open)."""
+    auth = Auth(config.api_key)
+    return auth.token_ok if auth.enabled else None
+
+
+SPEC = ServiceSpec(SERVICE_NAME, "gateway", GatewayServicer, gateway_pb2_grpc.add_GatewayServicer_to_server,
+                   authenticator=_authenticator,
+                   refusal="the gateway needs the API key: send 'authorization: Bearer <key>' metadata "
+                           "(the SDK's api_key= or TABAGENT_API_KEY)")
 
 
 def create_server(config: GatewayConfig, downstream: Downstream | None = None,

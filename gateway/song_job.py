@@ -40,7 +40,7 @@ class SongJob:
         workdir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(str(workdir), config.max_upload_bytes)
         self.decoder = UploadDecoder(self.spool, max_seconds=config.max_seconds)
-        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout)
+        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout, config.failover_retries)
         self.artifact_paths: list[Path] = []
 
     @property

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from tabagent.errors import BadConfig, TabAgentError
+from tabagent.errors import BadConfig, TabAgentError, rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ def grpc_stream_errors(service: str) -> Callable[[Handler[T]], Handler[T]]:
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except grpc.RpcError as exc:  # a nested call failed and was not wrapped
-                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                code, details = rpc_status(exc)
                 log.warning("%s: downstream error %s", service, exc)
-                await context.abort(code, f"{service}: downstream call failed: {getattr(exc, 'details', lambda: '')()}")
+                await context.abort(code, f"{service}: downstream call failed: {details}")
             except Exception as exc:
                 log.exception("%s: unexpected failure", service)
                 await context.abort(
