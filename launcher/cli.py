@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -127,15 +128,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_up(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start gateway + separator + transcriber + video as four local processes")
+    p = sub.add_parser("up", help="start gateway + separator + transcriber + video as four local processes",
+                       description="Every process listens on --host only (loopback by default); the model "
+                                   "services answer only the gateway (a token made for the run, or "
+                                   "TABAGENT_SERVICE_TOKEN); TABAGENT_API_KEY guards the gateway's gRPC and "
+                                   "HTTP APIs.")
     p.add_argument("--no-video", action="store_true")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="where every process listens (default: loopback)")
     p.set_defaults(func=_cmd_up)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     host = args.host
+    # Every port on `host` (loopback unless asked otherwise), and the services answer the
+    # gateway only: a token made for this run unless TABAGENT_SERVICE_TOKEN is set.
+    for name in ("SEPARATOR_HOST", "TRANSCRIBER_HOST", "VIDEO_HOST", "GATEWAY_HOST"):
+        env.setdefault(name, host)
+    if not env.get("TABAGENT_SERVICE_TOKEN"):
+        env["TABAGENT_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
     env.setdefault("SEPARATOR_ADDR", f"{host}:{env.get('SEPARATOR_PORT', '50051')}")
     env.setdefault("TRANSCRIBER_ADDR", f"{host}:{env.get('TRANSCRIBER_PORT', '50052')}")
     if not args.no_video:
@@ -145,7 +156,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     for module in modules:
         procs[module] = subprocess.Popen([sys.executable, "-m", module], env=env)
         print(f"started {module} (pid {procs[module].pid})", file=sys.stderr)
-    print(f"gateway gRPC on :{env.get('GATEWAY_PORT', '50050')}, HTTP on :{env.get('GATEWAY_HTTP_PORT', '8080')};"
+    print(f"gateway gRPC on {env['GATEWAY_HOST']}:{env.get('GATEWAY_PORT', '50050')}, HTTP on "
+          f"{env['GATEWAY_HOST']}:{env.get('GATEWAY_HTTP_PORT', '8080')};"
           " Ctrl-C stops everything", file=sys.stderr)
     stop = False
 

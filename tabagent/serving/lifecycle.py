@@ -174,6 +174,12 @@ class ServiceServer:
         self.metrics = metrics
         self.model = model
         self.servicer = servicer
+        self._follower: asyncio.Future[Any] | None = None
+
+    def _stop_following(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
 
     async def start(self) -> None:
         """Start accepting RPCs (NOT_SERVING until `warm()`)."""
@@ -188,19 +194,29 @@ class ServiceServer:
             self.metrics.set_model(info.name, info.version, info.device, info.fallback, took)
         await self.health.set_serving(True)
         log.info("%s SERVING after %.2f s of warm-up", self.spec.name, took)
+        follow = getattr(self.model, "follow", None)
+        if follow is not None and self._follower is None:
+            # A model that depends on others (the gateway's services) keeps health in step
+            # with them from now on: NOT_SERVING while one is down or warming.
+            self._follower = asyncio.ensure_future(follow(self.health.set_serving))
 
     async def stop(self, grace: float | None) -> None:
         """Stop the gRPC server (running RPCs get `grace` seconds; None cancels them)."""
+        self._stop_following()
         await self.server.stop(grace)
 
     async def drain(self, grace: float) -> float:
         """Stop gracefully, as SIGTERM does (see `drain`)."""
+        self._stop_following()
         return await drain(self.server, self.health, grace)
 
     async def serve(self, grace: float, stop: asyncio.Event | None = None,
                     beside: Sequence[Companion] = ()) -> None:
         """Start, warm, serve until SIGTERM/SIGINT (or `stop`), drain (see `serve_until_signal`)."""
-        await serve_until_signal(self.server, self.health, self.warm, grace, stop, beside)
+        try:
+            await serve_until_signal(self.server, self.health, self.warm, grace, stop, beside)
+        finally:
+            self._stop_following()
 
 
 def create_server(spec: ServiceSpec, config: ServerSettings, model: WarmModel,
@@ -251,7 +267,10 @@ async def run_service(spec: ServiceSpec, config: ServerSettings, model: WarmMode
     """
     telemetry.setup(f"tabagent-{spec.name}")
     server, port = create_server(spec, config, model, metrics=metrics)
-    http = start_http_server(config.metrics_port, server.metrics.registry) if config.metrics_port else None
+    # Metrics follow the gRPC port onto loopback (`tabagent up`); elsewhere every interface.
+    metrics_addr = "127.0.0.1" if _loopback(f"{config.host}:0") else "0.0.0.0"
+    http = (start_http_server(config.metrics_port, server.metrics.registry, addr=metrics_addr)
+            if config.metrics_port else None)
     log.info("%s listening on %s:%d", spec.name, config.host, port)
     try:
         await server.serve(config.grace, stop, beside)
