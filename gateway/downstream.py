@@ -119,7 +119,8 @@ class Downstream:
         serving_now, failed = True, 0
         while True:
             await asyncio.sleep(every)
-            states = await asyncio.gather(*(self.service_ready(c) for c in self.channels.values()))
+            with telemetry.untraced():
+                states = await asyncio.gather(*(self.service_ready(c) for c in self.channels.values()))
             down = [name for name, ok in zip(self.channels, states, strict=True) if not ok]
             failed = failed + 1 if down else 0
             if serving_now and failed >= DOWN_ROUNDS:
