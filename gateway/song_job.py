@@ -56,6 +56,7 @@ class SongJob:
         stats = self.decoder.stats
         result.source = {
             "filename": self.spec.filename,
+            "title": self.spec.title,
             "container": stats.container,
             "codec": stats.codec,
             "sample_rate": stats.source_rate,

@@ -22,6 +22,7 @@ from tabagent.exporters.layout import (
     layout,
     legato_source,
 )
+from tabagent.exporters.text import for_codepage
 from tabagent.notes import Note
 from tabagent.rhythm import Rhythm
 
@@ -55,7 +56,8 @@ def write_gp5(
     subdivision = choose_subdivision(parts, rhythm, subdivision)
     grid = rhythm.grid(subdivision)
     bars = grid.bars(end_step(parts, grid))
-    song = m.Song(title=title, tempo=int(round(grid.tempo)))
+    # The format holds Windows-1252 only: other scripts are spelled in Latin letters.
+    song = m.Song(title=for_codepage(title), tempo=int(round(grid.tempo)))
     song.tempoName = "Tab Agent"
     headers = []
     tick = _QUARTER
@@ -73,7 +75,7 @@ def write_gp5(
         track = m.Track(
             song,
             number=number,
-            name=name,
+            name=for_codepage(name),
             fretCount=tuning.max_fret,
             offset=tuning.capo,
             strings=[
