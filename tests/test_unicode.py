@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -154,3 +156,64 @@ def test_cli_any_script_in_the_file_name(clip: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     check_artifacts(out, name, song.name)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                    reason="needs Debian's chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver)")
+async def test_the_page_uploads_a_file_named_in_any_script(gateway: HttpGateway, clip: Path, tmp_path: Path,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
+    # ChromeDriver types only the Basic Multilingual Plane: the file name is typed (Cyrillic,
+    # CJK, Hebrew, a combining accent), the title with its emoji is set from script.
+    name = f"{NAMES['cyrillic']} 曲 {NAMES['rtl']} Cafe\u0301.wav"
+    song = tmp_path / name
+    song.write_bytes(clip.read_bytes())
+    title = f"{NAMES['emoji']} {NAMES['cjk']}"
+
+    def use_the_page() -> tuple[str, str]:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", f"--user-data-dir={tmp_path_factory.mktemp('chromium-unicode')}"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        try:
+            driver.get(gateway.url + "/")
+            driver.find_element(By.ID, "api-key").send_keys(KEY, Keys.TAB)
+            driver.find_element(By.ID, "file").send_keys(str(song))
+            driver.execute_script("document.getElementById('title').value = arguments[0];", title)
+            driver.find_element(By.ID, "submit").click()
+            WebDriverWait(driver, 120, 0.2).until(
+                lambda d: d.find_element(By.ID, "job-status").text in ("done", "failed", "cancelled")
+                or not d.find_element(By.ID, "error").get_attribute("hidden"))
+            status = driver.find_element(By.ID, "job-status").text
+            WebDriverWait(driver, 20, 0.2).until(lambda d: title in d.find_element(By.ID, "jobs").text)
+            return status, driver.find_element(By.ID, "tab-txt").get_attribute("textContent") or ""
+        finally:
+            driver.quit()
+
+    status, tab_txt = await asyncio.to_thread(use_the_page)
+    assert status == "done"
+    assert title in tab_txt
+    async with gateway.client(KEY) as client:
+        jobs = (await client.get("/v1/jobs")).json()["jobs"]
+        job = next(j for j in jobs if j["title"] == title)
+        assert job["filename"] == unicodedata.normalize("NFC", name)  # the browser sent it in UTF-8
+        got = await client.get(f"/v1/jobs/{job['id']}/artifacts/tab.gp5", params={"download": "1"})
+        assert unquote(got.headers["content-disposition"].split("filename*=UTF-8''")[-1]) == f"{title} - tab.gp5"
+        folder = tmp_path / "page"
+        folder.mkdir()
+        for artifact in ("result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"):
+            (folder / artifact).write_bytes((await client.get(f"/v1/jobs/{job['id']}/artifacts/{artifact}")).content)
+    check_artifacts(folder, title, job["filename"])
