@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 import av
 
-from gateway.decode import declared_seconds
+from gateway.decode import check_declared, declared_seconds
 from tabagent.errors import AudioTooLong, BadConfig, UnreadableAudio
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def probe(path: Path, max_seconds: float) -> AudioInfo:
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if not head:
-        raise UnreadableAudio("the upload is empty (0 bytes): send an audio file")
+        raise UnreadableAudio("the file is empty (0 bytes): send an audio file")
     if _looks_like_text(head):
         raise UnreadableAudio("the file is not audio: it looks like text. Send a WAV, MP3, FLAC, Ogg or M4A file")
     try:
@@ -299,6 +299,5 @@ def probe(path: Path, max_seconds: float) -> AudioInfo:
         raise UnreadableAudio(
             f"the file is not in an audio format FFmpeg can read ({exc.__class__.__name__}); "
             "send a WAV, MP3, FLAC, Ogg or M4A file") from None
-    if max_seconds and info.duration is not None and info.duration > max_seconds:
-        raise AudioTooLong(f"the song is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
+    check_declared(path, info.duration, max_seconds)
     return info

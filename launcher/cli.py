@@ -76,6 +76,7 @@ async def _run_song(args: argparse.Namespace) -> int:
 
     if not args.song.is_file():
         raise InvalidInput(f"{args.song}: no such file")
+    await asyncio.to_thread(_check_input, args.song, remote=bool(args.gateway))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     config = process_config(
         filename=str(args.song), parts=parts, tuning=_pairs(args.tuning, "tuning"),
@@ -114,6 +115,21 @@ async def _run_song(args: argparse.Namespace) -> int:
     for a in written:
         print(f"{a.path}  ({a.size:,} bytes)")
     return 0
+
+
+def _check_input(song: Path, remote: bool) -> None:
+    """Refuse a file the gateway would refuse, before any model is loaded: the checks of the
+    HTTP API (size, empty, text, not decodable audio, declared length, truncation).
+
+    With a remote gateway its own limits apply, so only whether the file is audio is checked.
+    """
+    from gateway.config import GatewayConfig
+    from gateway.upload import probe, too_large
+
+    config = GatewayConfig.from_env()
+    if not remote and config.max_upload_bytes and song.stat().st_size > config.max_upload_bytes:
+        raise too_large(config.max_upload_bytes)
+    probe(song, 0.0 if remote else config.max_seconds)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
