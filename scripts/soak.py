@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -309,6 +310,8 @@ async def burst(address: str, song: Path, n: int, dep: Deployment, kill: bool,
                     if isinstance(event, Done):
                         return "finished"
             return "lost: no summary"
+        except Overloaded as exc:  # never accepted: the gateway was full even after the retries
+            return f"refused: {exc.message[:120]}"
         except TabAgentError as exc:
             return f"lost: {type(exc).__name__}: {exc.message[:160]}"
 
@@ -378,11 +381,14 @@ async def main() -> int:
             for kind, ways in tally.outcomes.items():
                 print(f"  {kind:24} gRPC {ways.get('grpc', 'CRASH'):16} HTTP {ways.get('http', '?')}")
             peaks = {name: rss_peak_mib(pid) for name, pid in dep.children().items()}
-            sent, done, lost = await burst(address, song, args.songs, dep, True, peaks)
+            sent, done, other = await burst(address, song, args.songs, dep, True, peaks)
+            refused = [o for o in other if o.startswith("refused")]
+            lost = [o for o in other if not o.startswith("refused")]
             print(f"burst with a separator and a transcriber replica SIGKILLed mid-song: {sent} songs sent, "
-                  f"{done} finished, {len(lost)} lost")
+                  f"{done} finished, {len(refused)} refused (busy after the SDK's retries, never accepted), "
+                  f"{len(lost)} lost")
             for why in lost:
-                print("  lost:", why)
+                print(" ", why)
             n, times, finished = await refusals(address, song, 8)
             if times:
                 print(f"overload: {n} songs at once, no retries, limits 2 running + 2 queued: {len(times)} refused "
@@ -398,7 +404,8 @@ async def main() -> int:
         await asyncio.wait_for(run(), max(10.0, args.seconds - (time.monotonic() - t_start)))
     finally:
         dep.stop()
-    print(f"soak took {time.monotonic() - t_start:.0f} s (work folder {work})")
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"soak took {time.monotonic() - t_start:.0f} s")
     return 0
 
 
