@@ -110,3 +110,4 @@ class SongResult:
     source: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)   # per service: streams started again

@@ -38,6 +38,7 @@ from tabagent.exporters.layout import (
     legato_source,
     values,
 )
+from tabagent.exporters.text import for_codepage
 from tabagent.notes import Note
 from tabagent.rhythm import Rhythm
 from tabagent.techniques import bend_amount
@@ -76,7 +77,8 @@ def write_gp5(
     step_ticks = _QUARTER // subdivision
     # A pickup fills out its bar with rests first (see the module docstring).
     pad = grid.bar_steps - bars[0].steps if bars and bars[0].pickup else 0
-    song = m.Song(title=title, tempo=int(round(grid.tempo)))
+    # The format holds Windows-1252 only: other scripts are spelled in Latin letters.
+    song = m.Song(title=for_codepage(title), tempo=int(round(grid.tempo)))
     song.tempoName = "Tab Agent"
     if pad:
         song.notice = [f"{_PICKUP_NOTICE}{pad * step_ticks}"]
@@ -98,7 +100,7 @@ def write_gp5(
         track = m.Track(
             song,
             number=number,
-            name=name,
+            name=for_codepage(name),
             fretCount=tuning.max_fret,
             offset=tuning.capo,
             strings=[
