@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class GatewayConfig:
     keys_file: str = ""                     # per-user API keys (gateway/keys.py); "" = only api_key
     retention_days: float = 0.0             # finished jobs older than this are removed (0 = kept)
     disk_budget_bytes: int = 0              # jobs' files above this: oldest finished removed (0 = none)
+    service_token: str = ""                 # sent to the model services (TABAGENT_SERVICE_TOKEN)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
+    failover_retries: int = 2               # restarts of a song's stage on another replica
+    ready_wait: float = 300.0               # longest a gRPC song waits for the model services
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -76,6 +81,10 @@ class GatewayConfig:
             keys_file=os.environ.get("TABAGENT_KEYS_FILE", d.keys_file),
             retention_days=env_float("TABAGENT_RETENTION_DAYS", d.retention_days),
             disk_budget_bytes=env_size("TABAGENT_DISK_BUDGET", d.disk_budget_bytes),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
+            failover_retries=env_int("TABAGENT_FAILOVER_RETRIES", d.failover_retries),
+            ready_wait=env_float("TABAGENT_READY_WAIT", d.ready_wait),
         )
         config.check()
         return config
