@@ -200,6 +200,17 @@ async def run_batch(args: argparse.Namespace) -> int:
     from tabagent.client import AsyncClient, Done, Progress, process_config
 
     songs = find_songs(args.source)
+    parts = args.parts.split(",")
+    tuning = part_values(args.tuning, "tuning")
+    capo = part_values(args.capo, "capo")
+
+    def song_config(path: str) -> Any:
+        return process_config(
+            filename=path, parts=parts, tuning=tuning, capo=capo, video=not args.no_video,
+            style=args.style, size=args.size, fps=args.fps, separator_model=args.model,
+            return_stems=args.stems, title=Path(path).stem)
+
+    song_config(str(songs[0]))  # bad options: one clear line before any model starts
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.partial"):
@@ -214,12 +225,6 @@ async def run_batch(args: argparse.Namespace) -> int:
     state.save()
     if not args.quiet and skipped:
         print(f"batch: {skipped} song(s) already done or skipped; {len(todo)} to run", file=sys.stderr)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    tuning = part_values(args.tuning, "tuning")
-    try:
-        capo = {k: int(v) for k, v in part_values(args.capo, "capo").items()}
-    except ValueError:
-        raise InvalidInput(f"--capo {args.capo}: expected PART=FRET with a whole number of frets") from None
     local = None
     address = args.gateway
     if todo and not address:
@@ -240,10 +245,7 @@ async def run_batch(args: argparse.Namespace) -> int:
             shutil.rmtree(partial, ignore_errors=True)
             started = time.monotonic()
             tracker = _SongProgress()
-            config = process_config(
-                filename=song.input, parts=parts, tuning=tuning, capo=capo, video=not args.no_video,
-                style=args.style, size=args.size, fps=args.fps, separator_model=args.model,
-                return_stems=args.stems, title=Path(song.input).stem)
+            config = song_config(song.input)
             try:
                 async for event in client.process(Path(song.input), config, partial):
                     if isinstance(event, Progress):

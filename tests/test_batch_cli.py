@@ -70,6 +70,9 @@ def test_songs_from_a_folder_or_a_list(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no songs"):
         batch_cli.find_songs(empty)
     assert main(["batch", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    # Bad options: one line, before any model is loaded (the same checks as run, SDK and HTTP).
+    assert main(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--capo", "guitar=x"]) == 2
+    assert main(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--tuning", "bass="]) == 2
 
 
 async def test_a_batch_resumes_skipping_what_is_done(chain: LocalChain, tmp_path: Path,
