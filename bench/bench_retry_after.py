@@ -50,7 +50,8 @@ async def measure(refusals: int, seconds: float) -> list[tuple[int, int, float]]
     with tempfile.TemporaryDirectory(prefix="bench-retry-") as data:
         async with LocalChain(video=False) as chain:
             config = GatewayConfig(separator_addr=chain.addrs["separator"], transcriber_addr=chain.addrs["transcriber"],
-                                   data_dir=data, http_max_running=1, http_max_backlog=1)
+                                   data_dir=data, http_max_running=1, http_max_backlog=1,
+                                   service_token=chain.token)
             downstream = Downstream(config)
             app = create_app(config, downstream)
             sock = bind_http("127.0.0.1", 0)

@@ -50,13 +50,19 @@ def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_audio(tmp_path_factory.mktemp("replicas") / "song.wav", make_song(4.0, seed=51).mix)
 
 
+@pytest.fixture(scope="module")
+def long_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first job's song: long enough that gateway a is surely mid-song when it is killed."""
+    return write_audio(tmp_path_factory.mktemp("replicas-long") / "long.wav", make_song(30.0, seed=52).mix)
+
+
 def gateway_env(chain: LocalChain, name: str, db_url: str, data: Path, backlog: int) -> dict[str, str]:
     return {**os.environ, "SEPARATOR_ADDR": chain.addrs["separator"], "TRANSCRIBER_ADDR": chain.addrs["transcriber"],
             "VIDEO_ADDR": "", "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0", "GATEWAY_HTTP_PORT": str(free_port()),
             "GATEWAY_METRICS_PORT": "0", "TABAGENT_DATA_DIR": str(data), "TABAGENT_DB_URL": db_url,
             "TABAGENT_API_KEY": KEY, "TABAGENT_HTTP_MAX_RUNNING": "2", "TABAGENT_HTTP_MAX_BACKLOG": str(backlog),
             "TABAGENT_JOB_LEASE_SECONDS": str(LEASE), "TABAGENT_JOB_POLL_SECONDS": "0.5",
-            "POD_NAME": f"gw-{name}", "TABAGENT_LOG_LEVEL": "INFO"}
+            "POD_NAME": f"gw-{name}", "TABAGENT_LOG_LEVEL": "INFO", "TABAGENT_SERVICE_TOKEN": chain.token}
 
 
 def logs(folder: Path) -> str:
@@ -70,19 +76,22 @@ def separations(chain: LocalChain) -> float:
         "tabagent_requests_total", {"service": "separator", "method": "Separate", "code": "OK"}) or 0.0
 
 
-async def kill_mid_song(client: httpx.AsyncClient, store: JobStore, proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the gateway `client` talks to while it transcribes a song: at a transcribe
-    progress event that arrives live (not in the replay of the job's log)."""
+async def kill_mid_song(client: httpx.AsyncClient, store: JobStore, proc: asyncio.subprocess.Process,
+                        uploaded: asyncio.Event) -> None:
+    """SIGKILL the gateway `client` talks to while it transcribes a song: at a live transcribe
+    progress event (the stream starts after what the store already holds), before 3/4 of it,
+    once every upload is in (a kill mid-upload would only cut that request)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 120
     while loop.time() < deadline:
         running = [r for r in store.unfinished() if r.status == RUNNING and r.worker.startswith("gw-a:")]
-        for record in running:
-            connected = loop.time()
-            async for event, data, _ in sse(client, f"/v1/jobs/{record.id}/events"):
+        for record in sorted(running, key=lambda r: -(r.duration or 0)):  # the long song first
+            after = store.last_seq(record.id)
+            async for event, data, _ in sse(client, f"/v1/jobs/{record.id}/events", params={"after": after}):
                 if event in ("done", "failed", "cancelled"):
                     break
-                if event == "progress" and data["stage"] == "transcribe" and loop.time() - connected > 0.3:
+                if event == "progress" and data["stage"] == "transcribe" and uploaded.is_set() \
+                        and data["done_seconds"] < 0.75 * (record.duration or 0):
                     proc.send_signal(signal.SIGKILL)
                     await proc.wait()
                     return
@@ -90,7 +99,8 @@ async def kill_mid_song(client: httpx.AsyncClient, store: JobStore, proc: asynci
     raise AssertionError("gateway a never transcribed a song while the test watched")
 
 
-async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, tmp_path: Path, n_jobs: int) -> None:
+async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, long_song: Path, tmp_path: Path,
+                                  n_jobs: int) -> None:
     data = tmp_path / "shared-data"
     envs = {name: gateway_env(chain, name, db_url, data, n_jobs) for name in ("a", "b")}
     procs = dict(zip(envs, await asyncio.gather(*(start_gateway(env, tmp_path / f"gateway-{name}.log")
@@ -103,11 +113,18 @@ async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, tm
         async with httpx.AsyncClient(base_url=urls["a"], headers=headers, timeout=60) as a, \
                 httpx.AsyncClient(base_url=urls["b"], headers=headers, timeout=60) as b:
             jobs = []
-            for i in range(n_jobs):  # uploaded to both gateways in turn
-                resp = await (a if i % 2 == 0 else b).post("/v1/jobs", files={"file": ("song.wav", song.read_bytes())})
+            uploaded = asyncio.Event()
+            killed: asyncio.Task[None] | None = None
+            for i in range(n_jobs):  # uploaded to both gateways in turn; the first (long) one to a,
+                path = long_song if i == 0 else song  # which claims it at once (b looks every 0.5 s)
+                resp = await (a if i % 2 == 0 else b).post("/v1/jobs", files={"file": (path.name, path.read_bytes())})
                 assert resp.status_code == 202, resp.text
                 jobs.append(resp.json()["id"])
-            await kill_mid_song(a, store, procs["a"])
+                if killed is None:  # watch gateway a from the start, while the rest is uploaded
+                    killed = asyncio.create_task(kill_mid_song(a, store, procs["a"], uploaded))
+            uploaded.set()
+            assert killed is not None
+            await killed
             orphans = {r.id for r in store.unfinished() if r.status == RUNNING and r.worker.startswith("gw-a:")}
             assert orphans, "gateway a was killed mid-song, yet no job of it was left running"
             # The survivor serves every job's events to the end, whichever gateway ran it.
@@ -142,11 +159,11 @@ async def two_gateways_one_killed(chain: LocalChain, db_url: str, song: Path, tm
 
 
 async def test_two_gateways_share_the_queue_and_take_over_a_killed_ones_jobs(
-        chain: LocalChain, postgres_url: str, song: Path, tmp_path: Path) -> None:  # noqa: F811
-    await two_gateways_one_killed(chain, postgres_url, song, tmp_path, n_jobs=6)
+        chain: LocalChain, postgres_url: str, song: Path, long_song: Path, tmp_path: Path) -> None:  # noqa: F811
+    await two_gateways_one_killed(chain, postgres_url, song, long_song, tmp_path, n_jobs=6)
 
 
 @pytest.mark.slow
 async def test_twenty_jobs_two_gateways_one_killed(chain: LocalChain, postgres_server, song: Path,  # noqa: F811
-                                                   tmp_path: Path) -> None:
-    await two_gateways_one_killed(chain, new_database(postgres_server), song, tmp_path, n_jobs=20)
+                                                   long_song: Path, tmp_path: Path) -> None:
+    await two_gateways_one_killed(chain, new_database(postgres_server), song, long_song, tmp_path, n_jobs=20)
