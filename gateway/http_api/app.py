@@ -4,9 +4,11 @@
     uvicorn.Server(uvicorn.Config(app, port=config.http_port)).serve()
 
 Routes: the job routes (gateway.http_api.jobs), health and metrics (health), the web
-page (page). Every route but `/`, `/static/*`, `/healthz`, `/readyz` and `/metrics` needs
-the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py); errors are JSON
-`{"error": {"type", "message", "status"}}` with the status of tabagent.errors (errors).
+page, its libraries and Swagger UI at `/docs`, all served locally (page). Every route but
+`/`, `/static/*`, `/vendor/*`, `/docs`, `/openapi.json`, `/healthz`, `/readyz` and `/metrics`
+needs the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py; the OpenAPI document
+names it as the bearer scheme `bearerAuth`, so Swagger UI's Authorize works); errors are JSON `{"error": {"type", "message",
+"status"}}` with the status of tabagent.errors (errors).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
     app = FastAPI(title="Tab Agent", version="1.0",
                   description="Song in, guitar and bass tablature and a play-along video out. "
                               "Send `Authorization: Bearer <key>` when the gateway has an API key.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs = manager
     app.state.stop_jobs = stop
     app.state.metrics = metrics
