@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from gateway.backing import SongAudio
 from gateway.crosspart import BleedFilter
 from gateway.spec import PartResult, SongResult, SongSpec
 from tabagent import audio as pcm
@@ -111,6 +112,9 @@ class Chain:
         self._calls: list[Any] = []
         self._want_video = spec.video and stubs.video is not None
         self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        # original.flac and the backing tracks (no-<part>.flac), written as the song streams.
+        self._audio = SongAudio(workdir, SAMPLE_RATE, lambda name: not spec.artifacts or name in spec.artifacts)
+        self.tracker: BeatTracker | None = None   # the song's beats so far (a running job's draft tab)
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -187,7 +191,7 @@ class Chain:
         video_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS * 4)
         for p in spec.parts:
             self.result.parts[p.name] = PartResult(p, p.tuning)
-        tracker = BeatTracker(SAMPLE_RATE)
+        tracker = self.tracker = BeatTracker(SAMPLE_RATE)
         tasks = [
             asyncio.create_task(self._feed(audio, sep_in, video_in, tracker), name="feed"),
             asyncio.create_task(self._separate(sep_in, part_in), name="separate"),
@@ -207,6 +211,7 @@ class Chain:
             await self._wait(core, watch)
             with self._stage("beats"):
                 self.result.rhythm = await asyncio.to_thread(tracker.result)
+            await self._finish_audio()
             if video_task is not None:
                 await video_in.put(video_pb2.RenderRequest(beats=_beats_message(self.result.rhythm)))
                 await video_in.put(_END)
@@ -218,6 +223,19 @@ class Chain:
             for call in self._calls:
                 call.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._audio.abort()
+
+    async def _finish_audio(self) -> None:
+        """Close original.flac and the backing tracks; record them in the result."""
+        paths, tracks, missing = await self._audio.close()
+        self.result.audio_paths = paths
+        self.result.backing_tracks = tracks
+        if missing:
+            self.result.warnings.append(f"backing tracks: none written ({missing})")
+        elif any(t["fallback"] for t in tracks.values()):
+            self.result.warnings.append(
+                "backing tracks: made from the DSP fallback separator's stems (no Demucs weights), so "
+                "each still holds some of the part it leaves out")
 
     @staticmethod
     async def _wait(must: list[asyncio.Task[Any]], watch: list[asyncio.Task[Any]]) -> None:
@@ -285,6 +303,7 @@ class Chain:
             async for block in audio:
                 chunk = pcm.make_chunk(block, SAMPLE_RATE, offset)
                 await sep_in.put(chunk)
+                await self._audio.mix(block, offset)
                 if self._want_video:
                     await video_in.put(video_pb2.RenderRequest(audio=chunk))
                 await asyncio.to_thread(tracker.push, block.mean(axis=1))
@@ -320,6 +339,7 @@ class Chain:
                                     pcm.make_chunk(mono, message.audio.sample_rate, message.audio.offset))
                             if message.stem in stem_writers:
                                 await asyncio.to_thread(stem_writers[message.stem].write, samples)
+                            await self._audio.stem(message.stem, samples, message.audio.offset)
                         elif kind == "info":
                             self._separating.set()
                             self.result.models["separator"] = message.model
@@ -328,6 +348,7 @@ class Chain:
                             sources = list(message.stems) or list(message.sources)
                             for p in spec.parts:
                                 routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                            self._audio.parts(routes, message.model, message.sample_rate)
                             if spec.return_stems:
                                 from gateway.artifacts import StemWriter
 
