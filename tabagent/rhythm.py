@@ -13,6 +13,7 @@ start `phase` steps later (an anacrusis fills the steps before the first downbea
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable
@@ -209,6 +210,15 @@ class BeatTracker:
     def envelope(self) -> np.ndarray:
         """The onset-strength envelope so far (one value per hop)."""
         return np.concatenate(self._env) if self._env else np.zeros(0)
+
+    def partial(self) -> Rhythm:
+        """`result()` of what was pushed so far, safe to call while another thread pushes
+        (a running song's draft tab): it reads a consistent copy of the envelopes."""
+        env, low = list(self._env), list(self._low_env)
+        n = min(len(env), len(low))
+        clone = copy.copy(self)
+        clone._env, clone._low_env = env[:n], low[:n]
+        return clone.result()
 
     def result(self) -> Rhythm:
         """Tempo, beats, downbeats and metre of everything pushed so far."""

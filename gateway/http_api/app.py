@@ -3,7 +3,7 @@
     app = create_app(config, downstream)        # downstream: gateway.downstream.Downstream
     uvicorn.Server(uvicorn.Config(app, port=config.http_port)).serve()
 
-Routes: the job routes (gateway.http_api.jobs), health and metrics (health), the web
+Routes: the job routes (gateway.http_api.jobs), the tab player's (player), health and metrics (health), the web
 page, its libraries and Swagger UI at `/docs`, all served locally (page). Every route but
 `/`, `/static/*`, `/vendor/*`, `/docs`, `/openapi.json`, `/healthz`, `/readyz` and `/metrics`
 needs the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py; the OpenAPI document
@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
-from gateway.http_api import errors, health, jobs, page
+from gateway.http_api import errors, health, jobs, page, player
 from gateway.http_api.middleware import RequestMetrics
 from gateway.job_queue import JobManager
 from gateway.store import JobRecord, JobStore
@@ -79,9 +79,10 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
     app.state.metrics = metrics
     app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
     errors.install(app)
-    page.mount(app)
+    page.mount(app, auth_required=auth.enabled)
     app.include_router(health.router(downstream, store, manager, metrics))
     app.include_router(jobs.router(config, manager, store, auth))
+    app.include_router(player.router(manager, auth))
     return app
 
 

@@ -41,18 +41,22 @@ def vendor_paths(root: Path | None = None) -> dict[str, Path]:
     return {name: root / sub for name, sub in VENDOR.items()}
 
 
-def mount(app: FastAPI, root: Path | None = None) -> dict[str, bool]:
+def mount(app: FastAPI, root: Path | None = None, auth_required: bool = False) -> dict[str, bool]:
     """Serve the page at `/`, its files under `/static`, the libraries under `/vendor`,
     the favicon, and Swagger UI at `/docs` (the app must be built with `docs_url=None`).
 
     Args:
         app: the FastAPI app.
         root: the folder holding the npm packages (default: `web_dir()`).
+        auth_required: the gateway has an API key; the page then asks for it before it
+            sends any API request (no 401s in the console).
 
     Returns:
         Library name -> whether it is installed (and served).
     """
     router = APIRouter()
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace(
+        "{{AUTH}}", "required" if auth_required else "none")
     found = {}
     for name, path in vendor_paths(root).items():
         found[name] = path.is_dir()
@@ -63,8 +67,8 @@ def mount(app: FastAPI, root: Path | None = None) -> dict[str, bool]:
                         "the page has no tab player" if name == "alphatab" else "/docs shows a plain page")
 
     @router.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     @router.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:
