@@ -101,6 +101,8 @@ class BackingTracks:
         if not tracks or self.failed:
             return
         n = samples.shape[0]
+        if n == 0:
+            return
         with self._lock:
             mix = self._mix(offset, n)
         if mix is None:

@@ -323,6 +323,28 @@ async def test_the_player_mutes_a_part_loops_bars_and_plays_the_synthesiser(
     assert [t["mute"] for t in synth[-1]["tracks"]] == [True, False]
 
 
+async def test_count_in_then_the_metronome_over_the_recording(gateway: HttpGateway, browser: Any,
+                                                              played: dict[str, Any]) -> None:
+    def run() -> list[dict[str, Any]]:
+        open_player(browser, gateway.url, played)
+        browser.execute_script("""
+            for (const id of ['pl-countin', 'pl-metronome']) {
+              const c = document.getElementById(id); c.checked = true; c.dispatchEvent(new Event('change'));
+            }
+            TabPlayer.seek(0); TabPlayer.play();""")
+        seen = sample(browser, 10, 0.4)
+        browser.execute_script("TabPlayer.pause();")
+        return seen
+
+    seen = await asyncio.to_thread(run)
+    # One bar of clicks first, the recording still; then it plays, clicked on every beat.
+    counting = [s for s in seen if s["countingIn"]]
+    assert counting and all(s["mediaTime"] < 0.05 and s["clicks"] >= 4 for s in counting), counting
+    after = [s for s in seen if not s["countingIn"] and s["playing"]]
+    assert after and after[-1]["mediaTime"] > 0.5, seen
+    assert after[-1]["clicks"] > counting[-1]["clicks"]
+
+
 async def test_swagger_ui_is_served_locally_with_the_bearer_scheme(gateway: HttpGateway, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

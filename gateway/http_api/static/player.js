@@ -20,6 +20,7 @@ const TabPlayer = (() => {
   let clickedUntil = -1;           // recording time up to which metronome clicks are scheduled
   let frame = 0;
   let countingIn = null;
+  let clickCount = 0;              // clicks scheduled so far (count-in and metronome)
   let wanted = "original";         // the audio source the listener chose
   let readyWaiters = [];
   const el = {};
@@ -160,6 +161,7 @@ const TabPlayer = (() => {
 
   function click(when, accent) {
     clicks = clicks || new AudioContext();
+    clickCount++;
     const osc = clicks.createOscillator();
     const gain = clicks.createGain();
     osc.frequency.value = accent ? 1760 : 1175;
@@ -555,6 +557,8 @@ const TabPlayer = (() => {
       tracks: score.tracks.map((t) => ({ name: t.name, mute: t.playbackInfo.isMute, solo: t.playbackInfo.isSolo })),
       loop: loop ? { ...loop, times: loopTimes() } : null,
       syncPoints: score.exportFlatSyncPoints().length,
+      countingIn: !!countingIn,
+      clicks: clickCount,
     };
   }
 
