@@ -345,6 +345,41 @@ async def test_count_in_then_the_metronome_over_the_recording(gateway: HttpGatew
     assert after[-1]["clicks"] > counting[-1]["clicks"]
 
 
+@pytest.mark.slow
+async def test_the_player_shows_a_draft_while_the_job_runs(gateway: HttpGateway, browser: Any,
+                                                           tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "long.wav", make_song(45.0, seed=53).mix)
+    async with gateway.client(KEY) as c:
+        job = (await c.post("/v1/jobs", files={"file": ("long.wav", path.read_bytes())},
+                            data={"video": "false"})).json()
+
+    def run() -> list[dict[str, Any]]:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        browser.get(gateway.url + "/")
+        browser.execute_script("localStorage.setItem('tabagent-api-key', arguments[0]);", KEY)
+        browser.get(gateway.url + "/")
+        browser.execute_script("openJob(arguments[0]);", job)
+        seen = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            snap = browser.execute_script("""return {status: document.getElementById('job-status').textContent,
+                notes: document.getElementById('pl-notes').textContent, player: TabPlayer.state()};""")
+            seen.append(snap)
+            if snap["status"] == "done" and snap["player"].get("ready") and "Draft" not in snap["notes"]:
+                break
+            time.sleep(0.5)
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script("return TabPlayer.state().ready"))
+        return seen
+
+    seen = await asyncio.to_thread(run)
+    drafts = [s for s in seen if s["status"] == "running" and "Draft" in s["notes"] and s["player"].get("ready")]
+    assert drafts, [s["status"] for s in seen]
+    assert drafts[0]["player"]["mediaSrc"].split("?")[0].endswith(f"/v1/jobs/{job['id']}/source")
+    assert max(d["player"]["bars"] for d in drafts) <= seen[-1]["player"]["bars"]
+    assert seen[-1]["player"]["mediaSrc"].split("?")[0].endswith("/artifacts/original.flac")
+
+
 async def test_swagger_ui_is_served_locally_with_the_bearer_scheme(gateway: HttpGateway, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

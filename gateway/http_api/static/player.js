@@ -222,6 +222,7 @@ const TabPlayer = (() => {
   }
 
   function playing() {
+    if (!media || !api) return false;
     return mode === "audio" ? !media.paused : !!(api && api.playerState === alphaTab.synth.PlayerState.Playing);
   }
 
