@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from opentelemetry import trace
 from gateway.backing import SongAudio
 from gateway.crosspart import BleedFilter
 from gateway.spec import PartResult, SongResult, SongSpec
+from gateway.videobeats import EarlyBars, Gate, VideoBeats
 from tabagent import audio as pcm
 from tabagent import telemetry
 from tabagent.errors import Cancelled, TabAgentError, UpstreamError, from_rpc_error
@@ -51,6 +52,7 @@ tracer = telemetry.tracer(__name__)
 
 SAMPLE_RATE = 44_100
 QUEUE_CHUNKS = 16  # ~16 s of audio buffered between two stages at most
+EXPECTED_MAX = 3600.0  # a longer declared length is not passed on (the renderer's default limit)
 _END = object()
 
 
@@ -115,6 +117,10 @@ class Chain:
         # original.flac and the backing tracks (no-<part>.flac), written as the song streams.
         self._audio = SongAudio(workdir, SAMPLE_RATE, lambda name: not spec.artifacts or name in spec.artifacts)
         self.tracker: BeatTracker | None = None   # the song's beats so far (a running job's draft tab)
+        self.expected_seconds: Callable[[], float] = lambda: 0.0   # the song's length when its file says
+        self._video_beats: VideoBeats | None = None  # beats streamed to the renderer as they settle
+        self._bars = EarlyBars()                       # where bars start: chosen once, for video and tabs
+        self._gate = Gate([p.name for p in spec.parts])
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -192,6 +198,8 @@ class Chain:
         for p in spec.parts:
             self.result.parts[p.name] = PartResult(p, p.tuning)
         tracker = self.tracker = BeatTracker(SAMPLE_RATE)
+        if self._want_video:
+            self._video_beats = VideoBeats(tracker, self._bars)
         tasks = [
             asyncio.create_task(self._feed(audio, sep_in, video_in, tracker), name="feed"),
             asyncio.create_task(self._separate(sep_in, part_in), name="separate"),
@@ -210,10 +218,15 @@ class Chain:
         try:
             await self._wait(core, watch)
             with self._stage("beats"):
-                self.result.rhythm = await asyncio.to_thread(tracker.result)
+                self.result.rhythm = self._bars.apply(await asyncio.to_thread(tracker.result))
             await self._finish_audio()
             if video_task is not None:
-                await video_in.put(video_pb2.RenderRequest(beats=_beats_message(self.result.rhythm)))
+                assert self._video_beats is not None
+                rest = self._video_beats.finish(self.result.rhythm)
+                if rest is not None:
+                    await video_in.put(video_pb2.RenderRequest(beats=rest))
+                for batch in self._gate.advance(self._video_beats.final_until):
+                    await video_in.put(video_pb2.RenderRequest(notes=batch))
                 await video_in.put(_END)
                 await self._wait(watch, [])
         finally:
@@ -309,8 +322,22 @@ class Chain:
                 await asyncio.to_thread(tracker.push, block.mean(axis=1))
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
+                if self._video_beats is not None:
+                    await self._send_beats(video_in)
+                elif self._bars.downbeat is None:
+                    await asyncio.to_thread(self._bars.update, tracker, self.result.seconds)
                 await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))
         await sep_in.put(_END)
+
+    async def _send_beats(self, video_in: asyncio.Queue[Any]) -> None:
+        """Beats that settled since the last time, to the renderer, and the notes they let it draw."""
+        assert self._video_beats is not None
+        beats = await asyncio.to_thread(self._video_beats.update, self.result.seconds)
+        if beats is None:
+            return
+        await video_in.put(video_pb2.RenderRequest(beats=beats))
+        for batch in self._gate.advance(self._video_beats.final_until):
+            await video_in.put(video_pb2.RenderRequest(notes=batch))
 
     async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
         spec = self.spec
@@ -404,8 +431,9 @@ class Chain:
         if batch.final_until == 0.0:
             batch.final_until = self.result.seconds
         await self._emit(notes=batch)
-        if self._want_video:
-            await video_in.put(video_pb2.RenderRequest(notes=batch))
+        if self._want_video and self._video_beats is not None:
+            # The renderer draws only as far as the beats reach (bar numbers, chords).
+            await video_in.put(video_pb2.RenderRequest(notes=self._gate.notes(batch, self._video_beats.final_until)))
 
     async def _render(self, video_in: asyncio.Queue[Any]) -> None:
         assert self.stubs.video is not None
@@ -418,7 +446,22 @@ class Chain:
         render.song_id = spec.song_id
 
         async def requests() -> AsyncIterator[video_pb2.RenderRequest]:
+            # The config goes once the first audio is decoded: the file's declared length
+            # is known then (the video's progress line). Parts announced before wait for it.
+            early: list[Any] = []
+            while True:
+                item = await video_in.get()
+                early.append(item)
+                if item is _END or item.WhichOneof("payload") == "audio":
+                    break
+            declared = self.expected_seconds()
+            if not render.expected_seconds and 0 < declared <= EXPECTED_MAX:
+                render.expected_seconds = declared
             yield video_pb2.RenderRequest(config=render)
+            for item in early:
+                if item is _END:
+                    return
+                yield item
             async for req in _queue_iter(video_in):
                 yield req
 
@@ -448,14 +491,3 @@ def _kept(msg: audio_pb2.Note) -> Note:
     if len(note.pitch_bend) > 2:
         note.pitch_bend = [min(note.pitch_bend), max(note.pitch_bend)]
     return note
-
-
-def _beats_message(rhythm: Any) -> video_pb2.Beats:
-    if rhythm is None:
-        return video_pb2.Beats()
-    return video_pb2.Beats(
-        tempo=float(rhythm.tempo),
-        times=[float(t) for t in rhythm.beats],
-        beats_per_bar=int(rhythm.beats_per_bar),
-        downbeats=[float(t) for t in rhythm.downbeats],
-    )

@@ -318,6 +318,9 @@ class UploadDecoder:
             self.stats.codec = ctx.name or ""
             self.stats.container = container.format.name if container.format else ""
             declared = container.duration / 1e6 if seekable and container.duration else 0.0
+            # The video's progress line: what the headers say so far (made exact at the end).
+            self.stats.declared_seconds = (container.duration / 1e6 if container.duration
+                                           else declared_seconds(self.spool.path))
             if self.max_seconds and declared > self.max_seconds:
                 raise AudioTooLong(
                     f"the song is {declared:.0f} s long; the limit is {self.max_seconds:.0f} s"
