@@ -221,14 +221,25 @@ class SongAudio:
         self.shared: dict[str, list[str]] = {}
         self._hold_mix = True      # until the separator's info says which parts get a track
         self._frames = 0
+        # Encoding runs in worker threads, which a cancelled song does not stop: every use
+        # of the writers takes this lock, and nothing is written once they are closed.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if not self._closed:
+                fn(*args)
 
     async def mix(self, block: np.ndarray, offset: int) -> None:
         """The next decoded block (frames, channels) at frame `offset`."""
+        if self._closed:
+            return
         if self.wanted(ORIGINAL):
             if self.original is None:
                 self.workdir.mkdir(parents=True, exist_ok=True)
                 self.original = StemWriter(self.original_path, self.sample_rate)
-            await asyncio.to_thread(self.original.write, block)
+            await asyncio.to_thread(self._guarded, self.original.write, block)
         self._frames = offset + block.shape[0]
         if self._hold_mix:
             self.backing.add_mix(block, offset)
@@ -251,7 +262,7 @@ class SongAudio:
     async def stem(self, stem: str, samples: np.ndarray, offset: int) -> None:
         """A chunk of a stem at frame `offset`."""
         if self.backing.active and stem in self.backing.by_stem:
-            await asyncio.to_thread(self.backing.add_stem, stem, samples, offset)
+            await asyncio.to_thread(self._guarded, self.backing.add_stem, stem, samples, offset)
             if self.backing.failed:
                 self._hold_mix = False
 
@@ -263,21 +274,30 @@ class SongAudio:
             `backing_tracks`, why the backing tracks are missing or "").
         """
         paths: dict[str, Path] = {}
+        done = await asyncio.to_thread(self._close_all)
         if self.original is not None:
-            await asyncio.to_thread(self.original.close)
             paths[ORIGINAL] = self.original_path
-        done = await asyncio.to_thread(self.backing.close)
         info = self.backing.describe(self.separator, self.shared)
         paths.update({path.name: path for path in done.values()})
         return paths, {p: i for p, i in info.items() if p in done}, self.backing.failed
 
+    def _close_all(self) -> dict[str, Path]:
+        with self._lock:
+            self._closed = True
+            if self.original is not None:
+                self.original.close()
+            return self.backing.close()
+
     def abort(self) -> None:
-        """Close whatever is still open after a failed song (its folder is removed anyway)."""
-        writers = [self.original] + [t.writer for t in self.backing.tracks.values()]
-        for w in writers:
-            if w is not None and not w.closed:
-                try:
-                    w.close()
-                except Exception:  # noqa: BLE001 - best effort on a song that already failed
-                    log.debug("closing %s after a failure", w, exc_info=True)
-        self.backing.drop_mix()
+        """Close whatever is still open after a failed song (its folder is removed anyway);
+        waits for a write a worker thread is doing."""
+        with self._lock:
+            self._closed = True
+            writers = [self.original] + [t.writer for t in self.backing.tracks.values()]
+            for w in writers:
+                if w is not None and not w.closed:
+                    try:
+                        w.close()
+                    except Exception:  # noqa: BLE001 - best effort on a song that already failed
+                        log.debug("closing %s after a failure", w, exc_info=True)
+            self.backing.drop_mix()
