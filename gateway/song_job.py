@@ -40,7 +40,7 @@ class SongJob:
         workdir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(str(workdir), config.max_upload_bytes)
         self.decoder = UploadDecoder(self.spool, max_seconds=config.max_seconds)
-        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout)
+        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout, config.failover_retries)
         self.chain.expected_seconds = lambda: self.decoder.stats.declared_seconds or 0.0
         self.artifact_paths: list[Path] = []
 
@@ -57,6 +57,7 @@ class SongJob:
         stats = self.decoder.stats
         result.source = {
             "filename": self.spec.filename,
+            "title": self.spec.title,
             "container": stats.container,
             "codec": stats.codec,
             "sample_rate": stats.source_rate,

@@ -57,7 +57,7 @@ def check_pdf(pdf: Path, pages: Path, title: str, bars: int) -> None:
                           check=True, timeout=60).stdout
     text = unicodedata.normalize("NFKC", text)   # the engraver's fonts set "ff" as one ligature
     assert title in text
-    assert "guitar: standard (E A D G B E)" in text and "bass: standard (E A D G)" in text
+    assert "Tuning: E A D G B E" in text and "Tuning: E A D G " in text
     # Bar numbers: among the numbers on the pages (frets are numbers too), one size of type
     # holds 1, 2, 3, ... once each, one per bar.
     boxes = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True,

@@ -45,12 +45,24 @@ def test_each_part_gets_a_notation_staff_over_its_tab(tmp_path: Path) -> None:
             played = sum(int(n.findtext("duration") or 0) for n in staff1 if n.find("chord") is None)
             assert int(backup.findtext("duration") or 0) == played
     first, second = root.findall("part")
-    harmonies = first.findall("measure/harmony")
+    # Chord names (the exporter's own, or tabagent.chords' when it names none) on staff 1,
+    # the tuning stated once per part, every bar numbered, one tempo mark.
+    assert first.findall("measure/harmony")
+    assert "Tuning:" in "".join(first.itertext()) or "guitar: standard" in "".join(first.itertext())
+    assert first.find("measure/print/measure-numbering").text == "measure"  # type: ignore[union-attr]
+    assert second.find("measure/direction/direction-type/metronome") is None
+
+
+def test_chord_names_go_in_when_the_score_names_none(tmp_path: Path) -> None:
+    root = printed(tmp_path, [])
+    for harmony in root.iter("harmony"):
+        for measure in root.iter("measure"):
+            if harmony in list(measure):
+                measure.remove(harmony)
+    print_score(root, [(0, "G"), (16, "C/E"), (20, "Am")], "")
+    harmonies = root.findall("part")[0].findall("measure/harmony")
     assert [h.findtext("root/root-step") for h in harmonies] == ["G", "C", "A"]
     assert harmonies[1].findtext("bass/bass-step") == "E" and harmonies[2].findtext("kind") == "minor"
-    assert "capo" not in "".join(first.itertext()) and "guitar: standard" in "".join(first.itertext())
-    assert first.find("measure/print/measure-numbering").text == "measure"  # type: ignore[union-attr]
-    assert second.find("measure/direction/direction-type/metronome") is None   # one tempo mark
 
 
 def test_no_engraver_raises_a_clear_error_and_the_song_skips_the_pdf(tmp_path: Path,

@@ -214,8 +214,8 @@ class NoteTimeline:
         return index % self.beats_per_bar == 0
 
     def bar_at(self, t: float) -> tuple[int, float, float] | None:
-        """(number, start, end) of the tab's bar sounding at `t` (numbered as tab.gp5 and
-        tab.pdf number it), or None before the beats are known."""
+        """(number, start, end) of the tab's bar sounding at `t` (numbered as tab.musicxml and
+        tab.pdf number it: a pickup is bar 0, not shown), or None before the beats are known."""
         if self.bar_base is None:
             return None
         i = bisect.bisect_right(self.downbeats, t)
@@ -256,16 +256,15 @@ class NoteTimeline:
 
 
 def _bars_before(first_beat: float, downbeat: float, tempo: float, per_bar: int, beats_before: int) -> int:
-    """How many bars the tab has before the one starting at the first downbeat.
+    """How many numbered bars the tab has before the one starting at the first downbeat.
 
     The tabs are written in score time (tabagent.scoretime): beat k of the song sits at
     first_beat + k beats of the tempo, bars are counted from time 0, and the steps before
-    the first downbeat make a short first bar (an anacrusis) of their own.
+    the first downbeat make a pickup, bar 0 (as tab.musicxml and tab.pdf number it).
     """
     period = 60.0 / tempo
     bar = per_bar * period
     step = period / 4
     at = first_beat + beats_before * period          # the first downbeat in score time
     phase = int(math.floor((at % bar) / step + 0.5)) % (per_bar * 4)
-    full = int(round((at - phase * step) / bar))
-    return full + (1 if phase else 0)
+    return int(round((at - phase * step) / bar))

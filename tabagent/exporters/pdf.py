@@ -4,8 +4,8 @@ The MusicXML writer gives each part one TAB staff. For print, each part becomes 
 part (notation above: treble clef an octave down for guitar, bass clef an octave down for
 bass; the TAB staff below), with, above the first part, chord names (`<harmony>`, from
 tabagent.chords unless the score names chords already) and a line giving each part's
-tuning and capo; the tempo mark is kept once; a short first bar (an anacrusis) is bar 1,
-as in tab.gp5, the page's player and the video. MuseScore 3 (`mscore3`, Debian's
+tuning and capo (unless the score states them already); the tempo mark is kept once.
+MuseScore 3 (`mscore3`, Debian's
 musescore3) converts that to its own format, whose style then asks for A4 pages and every
 bar numbered, and engraves the PDF (two runs of well under a second each for a song).
 
@@ -138,10 +138,6 @@ def print_score(root: ET.Element, chords: Sequence[tuple[int, str]], header: str
     has_harmony = root.find(".//harmony") is not None
     for index, part in enumerate(root.findall("part")):
         _two_staves(part)
-        first = part.find("measure")
-        if first is not None:
-            # A short first bar is numbered 1, as tab.gp5, the player and the video number it.
-            first.attrib.pop("implicit", None)
         if index > 0:  # one tempo mark, above the first part
             for measure in part.findall("measure"):
                 for direction in measure.findall("direction"):
@@ -149,7 +145,8 @@ def print_score(root: ET.Element, chords: Sequence[tuple[int, str]], header: str
                         measure.remove(direction)
         if index == 0:
             _number_every_bar(part)
-            _words(part, header)
+            if part.find("measure/direction/direction-type/words") is None:
+                _words(part, header)
             if not has_harmony and chords:
                 _harmonies(part, chords)
 

@@ -11,6 +11,7 @@ const TabPlayer = (() => {
 
   let api = null;                  // alphaTab.AlphaTabApi
   let score = null;                // the loaded alphaTab score (set before the API holds it)
+  let padTicks = 0;                // rests tab.gp5 puts before a pickup (its notice says how many)
   let media = null;                // the <audio> element the recording plays in
   let data = null;                 // GET /v1/jobs/{id}/player
   let knots = { audio: [], score: [] };
@@ -56,9 +57,11 @@ const TabPlayer = (() => {
     }
     return ys[lo] + (ys[hi] - ys[lo]) * (x - xs[lo]) / (xs[hi] - xs[lo]);
   }
+  // Score seconds are the tab's time from its first note's bar; a GP5 pickup bar is filled
+  // out with rests first, so its ticks run `padTicks` ahead of score time.
   const secondsPerTick = () => 60 / score.tempo / TICKS_PER_QUARTER;
-  const tickToAudio = (tick) => interp(tick * secondsPerTick(), knots.score, knots.audio);
-  const audioToTick = (t) => interp(t, knots.audio, knots.score) / secondsPerTick();
+  const tickToAudio = (tick) => interp((tick - padTicks) * secondsPerTick(), knots.score, knots.audio);
+  const audioToTick = (t) => interp(t, knots.audio, knots.score) / secondsPerTick() + padTicks;
 
   function barAt(tick) {
     const bars = score.masterBars;
@@ -77,8 +80,9 @@ const TabPlayer = (() => {
     if (!bars.length) return [];
     const last = bars[bars.length - 1];
     const end = last.start + last.calculateDuration();
-    const ticks = [0, ...knots.score.map((s) => s / secondsPerTick()), end]
-      .filter((t) => t >= 0 && t <= end).sort((a, b) => a - b);
+    // From the first note's bar on (a pickup's padding rests before it are not in the song).
+    const ticks = [padTicks, ...knots.score.map((s) => s / secondsPerTick() + padTicks), end]
+      .filter((t) => t >= padTicks && t <= end).sort((a, b) => a - b);
     const points = [];
     let prev = -1;
     for (const tick of ticks) {
@@ -515,6 +519,8 @@ const TabPlayer = (() => {
     knots = { audio: data.beats || [], score: data.score_beats || data.beats || [] };
     const bytes = Uint8Array.from(atob(data.gp5), (c) => c.charCodeAt(0));
     score = alphaTab.importer.ScoreLoader.loadScoreFromBytes(bytes, api.settings);
+    const pad = /tabagent-pickup-ticks: (\d+)/.exec(score.notices || "");
+    padTicks = pad ? Number(pad[1]) : 0;
     score.applyFlatSyncPoints(syncPoints());
     addChords();
     for (const bar of score.masterBars) for (const a of bar.tempoAutomations) a.text = "";   // just "♩ = 100"
