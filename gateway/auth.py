@@ -15,7 +15,8 @@ import secrets
 import time
 from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.keys import KeyRing, Principal
 
@@ -24,6 +25,11 @@ LINK = Principal("(signed link)", admin=True)
 
 LINK_SECONDS = 6 * 3600     # how long a signed link works
 _CONTEXT = b"tabagent-link-v1"
+# Declared on the checks below only so that the OpenAPI document names the scheme (and
+# Swagger UI's "Authorize" fills it in); the checks read the header themselves.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth",
+                    description="An API key (a user's, or TABAGENT_API_KEY) as `Authorization: Bearer <key>`; "
+                                "not needed when the gateway has none.")
 
 
 def unauthorized(message: str) -> HTTPException:
@@ -82,7 +88,8 @@ class Auth:
         expected = self._signature(request.url.path, int(exp))
         return hmac.compare_digest(sig.encode(), expected.encode())
 
-    def require_key(self, request: Request) -> Principal:
+    def require_key(self, request: Request,
+                    _bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> Principal:
         """FastAPI dependency: the bearer key must belong to a user; returns who.
 
         Raises:
@@ -93,7 +100,8 @@ class Auth:
             raise unauthorized("this endpoint needs an API key: send 'Authorization: Bearer <key>'")
         return who
 
-    def require_key_or_link(self, request: Request) -> Principal:
+    def require_key_or_link(self, request: Request,
+                            _bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> Principal:
         """FastAPI dependency: the bearer key, or a valid signed link for this very path.
 
         Raises:

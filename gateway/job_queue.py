@@ -111,6 +111,7 @@ class LiveJob:
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
     finishing: bool = False
+    song: SongJob | None = None   # while it runs: the chain's state so far (the page's draft tab)
 
 
 class Reservation:
@@ -455,6 +456,7 @@ class JobManager:
                     raise NotReady(f"the model services are not ready: {exc}") from None
             spec = spec_from_config(live.options.to_config(record.filename), record.id)
             job = SongJob(self.config, self.stubs, spec, workdir, keep_dir=True)
+            live.song = job
             feeder = asyncio.create_task(_feed(job, upload))
             async for resp in job.events():
                 event = convert(resp)
@@ -493,6 +495,7 @@ class JobManager:
         finally:
             if feeder is not None:
                 feeder.cancel()
+            live.song = None
             if job is not None:
                 job.close()
             self.live.pop(record.id, None)

@@ -3,11 +3,14 @@
     app = create_app(config, downstream)        # downstream: gateway.downstream.Downstream
     uvicorn.Server(uvicorn.Config(app, port=config.http_port)).serve()
 
-Routes: the job routes (gateway.http_api.jobs), batches (batches), health and metrics
-(health), the live numbers (status: `/status`), the web page (page). Every route but `/`,
-`/static/*`, `/healthz`, `/readyz`, `/metrics` and `/status` needs an API key when
-`TABAGENT_API_KEY` or `TABAGENT_KEYS_FILE` is set (gateway/keys.py, gateway/auth.py); errors
-are JSON `{"error": {"type", "message", "status"}}` with the status of tabagent.errors (errors).
+Routes: the job routes (gateway.http_api.jobs), batches (batches), the tab player's
+(player), health and metrics (health), the live numbers (status: `/status`), the web page,
+its libraries and Swagger UI at `/docs`, all served locally (page). Every route but `/`,
+`/static/*`, `/vendor/*`, `/docs`, `/openapi.json`, `/healthz`, `/readyz`, `/metrics` and
+`/status` needs an API key when `TABAGENT_API_KEY` or `TABAGENT_KEYS_FILE` is set
+(gateway/keys.py, gateway/auth.py; the OpenAPI document names it as the bearer scheme
+`bearerAuth`, so Swagger UI's Authorize works); errors are JSON `{"error": {"type",
+"message", "status"}}` with the status of tabagent.errors (errors).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from fastapi import FastAPI
 
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
-from gateway.http_api import batches, errors, health, jobs, page, status
+from gateway.http_api import batches, errors, health, jobs, page, player, status
 from gateway.http_api.middleware import RequestMetrics
 from gateway.job_queue import JobManager
 from gateway.keys import KeyRing
@@ -82,17 +85,18 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
     app = FastAPI(title="Tab Agent", version="1.0",
                   description="Song in, guitar and bass tablature and a play-along video out. "
                               "Send `Authorization: Bearer <key>` when the gateway has an API key.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs = manager
     app.state.stop_jobs = stop
     app.state.metrics = metrics
     app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
     errors.install(app)
-    page.mount(app)
+    page.mount(app, auth_required=auth.enabled)
     app.include_router(health.router(downstream, store, manager, metrics))
     app.include_router(status.router(sampler))
     app.include_router(jobs.router(config, manager, store, auth))
     app.include_router(batches.router(config, manager, store, auth))
+    app.include_router(player.router(manager, auth))
     return app
 
 
