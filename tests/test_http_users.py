@@ -101,8 +101,9 @@ async def test_each_user_sees_only_their_own_jobs_and_an_admin_all(gateway: Http
         mine = (await bob.post("/v1/jobs", files={"file": ("b.flac", songs["b"].read_bytes())})).json()
         assert (await follow(alice, job["links"]["events"]))[-1][0] == "done"
         path = f"/v1/jobs/{job['id']}"
+        assert (await alice.get(f"{path}/player")).status_code == 200  # the tab player's data: hers
         for method, url in (("GET", path), ("GET", f"{path}/events"), ("GET", f"{path}/artifacts/tab.txt"),
-                            ("DELETE", path)):
+                            ("GET", f"{path}/player"), ("GET", f"{path}/source"), ("DELETE", path)):
             resp = await bob.request(method, url)
             assert resp.status_code == 404, (method, url, resp.text)  # not "forbidden": it does not exist for bob
         assert [j["id"] for j in (await bob.get("/v1/jobs")).json()["jobs"]] == [mine["id"]]
