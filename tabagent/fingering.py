@@ -26,6 +26,7 @@ from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fretboard import (
     CHORD_GAP,
+    SHAPE_FEATURES,
     CHORD_SPREAD,
     KEY_AFTER,
     KEY_BEFORE,
@@ -35,6 +36,7 @@ from tabagent.fretboard import (
     event_chroma,
     group_events,
     open_key_flags,
+    weight_of,
     weights_for,
 )
 from tabagent.notes import Note, sort_notes
@@ -45,6 +47,10 @@ logger = logging.getLogger(__name__)
 _LEGATO = ("hammer_on", "pull_off", "slide")
 _RING_TOLERANCE = 0.01  # overlaps shorter than this are transcription slop, not a held note
 _RING_RAMP = 0.1
+_SLOW_K, _SLOW_FROM = 1.0, 0.25
+_REST = 0.1  # silence before an event that counts as a rest
+_CHORD_MEMORY = 4.0  # seconds a chord shape is remembered across single notes
+FLOOR_WINDOW = 1.0  # seconds either side in which an open bass note is the lowest (a pedal)
 
 
 @dataclass
@@ -74,6 +80,11 @@ class _Context:
     last_time: np.ndarray     # (128,) when
     prev_strings: dict[int, int]  # pitch -> string in the previous event
     onset: float | None = None    # the previous event's onset
+    chord_strings: dict[int, int] = field(default_factory=dict)  # pitch -> string in the last chord
+    chord_onset: float | None = None
+    end: float | None = None      # when the previous event's last note ends
+    open_strings: tuple[int, ...] = ()  # the strings the previous event played open
+    prev_frets: dict[int, int] = field(default_factory=dict)  # pitch -> fret in the previous event
 
     @classmethod
     def start(cls, n_strings: int) -> _Context:
@@ -89,6 +100,12 @@ class _Context:
         ctx.onset = event.onset
         ctx.centroid = float(np.mean(shape.strings))
         ctx.prev_strings = {}
+        ctx.end = max(n.end for n in event.notes)
+        ctx.open_strings = tuple(s for s, f in zip(shape.strings, shape.frets, strict=True) if f == 0)
+        ctx.prev_frets = {n.pitch: f for n, f in zip(event.notes, shape.frets, strict=True)}
+        if len(event.notes) > 1:
+            ctx.chord_strings = {n.pitch: s for n, s in zip(event.notes, shape.strings, strict=True)}
+            ctx.chord_onset = event.onset
         for note, s in zip(event.notes, shape.strings, strict=True):
             ctx.busy[s] = note.end
             ctx.last_string[note.pitch] = s
@@ -97,51 +114,97 @@ class _Context:
         return ctx
 
 
+# Features of a state (a shape held at a hand position) beyond the shape's own, and of a
+# move between two states; each is priced by the Weights field of the same name.
+POSITION_FEATURES = (
+    "height", "line_height", "open_low", "open_off_key", "open_mid", "open_high", "reach", "reach_near_nut",
+    "open_bass_mid", "open_bass_high", "index_gap",
+)
+STATE_FEATURES = (*SHAPE_FEATURES, *POSITION_FEATURES)
+MOVE_FEATURES = (
+    "shift", "shift_per_fret", "along_shift", "along_shift_per_fret", "crossing", "line_crossing",
+    "ring_block", "parallel", "repeat_string", "legato_string", "from_open_shift", "from_open_shift_per_fret",
+    "rest_shift", "pedal_string", "line_same_string", "parallel_held", "line_dyad",
+)
+FEATURES = (*STATE_FEATURES, *MOVE_FEATURES)
+_COL = {name: i for i, name in enumerate(STATE_FEATURES)}
+
+
+def feature_weights(weights: Weights) -> np.ndarray:
+    """The weights of `FEATURES`, in order: the search's cost is these times the features."""
+    return np.array([weight_of(weights, name) for name in FEATURES])
+
+
 class _Layer:
     """The states of one event as arrays: one state per (shape, hand position)."""
 
-    def __init__(self, event: Event, tuning: Tuning, weights: Weights) -> None:
-        shape_ix: list[int] = []
-        ps: list[int] = []
-        costs: list[float] = []
+    def __init__(self, event: Event, tuning: Tuning, weights: Weights, priced: np.ndarray | None = None) -> None:
         top = max(tuning.frets, 1)
-        height = weights.height if len(event.notes) > 1 else weights.line_height
+        chord = len(event.notes) > 1
+        n_shape = len(SHAPE_FEATURES)
+        blocks: list[np.ndarray] = []
+        shape_ix: list[np.ndarray] = []
+        ps: list[np.ndarray] = []
+        fixed: list[np.ndarray] = []
         for k, shape in enumerate(event.shapes):
             lo, hi = (shape.p_lo, shape.p_hi) if shape.p_lo else (1, top)
             # A single fretted note may also lie one fret above the box, under a stretched
             # pinky, rather than move the hand (first position keeps its open strings).
             reach = bool(weights.reach) and len(shape.frets) == 1 and shape.p_lo > 1
-            for p in range(lo - 1 if reach else lo, hi + 1):
-                shape_ix.append(k)
-                ps.append(p)
-                costs.append(
-                    shape.cost + height * (p - 1) + shape.n_open * _open_cost(p, event.open_key, weights)
-                    + (_reach_cost(p, tuning.capo, weights) if p < lo else 0.0)
-                )
+            p = np.arange(lo - 1 if reach else lo, hi + 1)
+            f = np.zeros((len(p), len(STATE_FEATURES)))
+            if shape.features:
+                f[:, :n_shape] = shape.features
+            f[:, _COL["height" if chord else "line_height"]] = p - 1
+            if shape.n_open:
+                low = p <= weights.open_position
+                f[:, _COL["open_low" if event.open_key else "open_off_key"]] = shape.n_open * low
+                # An open bass under a hand up the neck is a pedal; other open strings
+                # there break the box.
+                bass = sum(1 for n, fr in zip(event.notes, shape.frets, strict=True) if fr == 0 and n.pitch <= event.floor)
+                up = np.maximum(p - weights.open_position - 1, 0) * ~low
+                f[:, _COL["open_mid"]] = (shape.n_open - bass) * ~low
+                f[:, _COL["open_high"]] = (shape.n_open - bass) * up
+                f[:, _COL["open_bass_mid"]] = bass * ~low
+                f[:, _COL["open_bass_high"]] = bass * up
+            if chord and shape.p_lo:
+                # A chord's lowest fretted note is the index finger's (a barre if shared).
+                f[:, _COL["index_gap"]] = shape.p_hi - p
+            if reach:
+                # Frets are wider near the nut: the pinky's reach costs more there.
+                near = lo - 1 + tuning.capo < weights.reach_low_below
+                f[0, _COL["reach_near_nut" if near else "reach"]] = 1.0
+            blocks.append(f)
+            shape_ix.append(np.full(len(p), k))
+            ps.append(p)
+            fixed.append(np.full(len(p), 0.0 if shape.features else shape.cost))
+        if priced is None:
+            priced = feature_weights(weights)
         self.event = event
-        self.shape = np.array(shape_ix, dtype=np.int32)
-        self.p = np.array(ps, dtype=np.int32)
-        self.static = np.array(costs)
-        strings = np.array([event.shapes[k].strings for k in shape_ix], dtype=np.int32)
-        self.strings = strings.reshape(len(shape_ix), len(event.notes))  # (S, notes)
-        self.mask = np.zeros((len(shape_ix), len(tuning.strings)))
-        rows = np.repeat(np.arange(len(shape_ix)), len(event.notes))
-        self.mask[rows, self.strings.ravel()] = 1.0
+        self.shape = np.concatenate(shape_ix).astype(np.int32)
+        self.p = np.concatenate(ps).astype(np.int32)
+        self.features = np.concatenate(blocks)
+        self.fixed = np.concatenate(fixed)
+        self.static = self.fixed + self.features @ priced[: len(STATE_FEATURES)]
+        n = len(self.shape)
+        self.strings = np.array([event.shapes[k].strings for k in self.shape], dtype=np.int32).reshape(n, -1)
+        self.frets = np.array([event.shapes[k].frets for k in self.shape], dtype=np.int32).reshape(n, -1)
+        self.mask = np.zeros((n, len(tuning.strings)))
+        rows_ix = np.repeat(np.arange(n), len(event.notes))
+        self.mask[rows_ix, self.strings.ravel()] = 1.0
+        self.open_mask = np.zeros((n, len(tuning.strings)))  # strings played open
+        self.open_mask[rows_ix, self.strings.ravel()] = self.frets.ravel() == 0
         self.centroid = self.strings.mean(axis=1)
+
+    def take(self, rows: np.ndarray) -> _Layer:
+        """The layer with only the states `rows`."""
+        out = copy.copy(self)
+        for name in ("shape", "p", "features", "fixed", "static", "strings", "frets", "mask", "open_mask", "centroid"):
+            setattr(out, name, getattr(self, name)[rows])
+        return out
 
     def __len__(self) -> int:
         return len(self.shape)
-
-
-def _reach_cost(p: int, capo: int, w: Weights) -> float:
-    """A pinky stretched one fret past the box; frets are wider near the nut."""
-    return w.reach * (w.reach_low if p + capo < w.reach_low_below else 1.0)
-
-
-def _open_cost(p: int, open_key: bool, w: Weights) -> float:
-    if p <= w.open_position:
-        return w.open_low if open_key else w.open_off_key
-    return w.open_mid + w.open_high * (p - w.open_position - 1)
 
 
 class _Search:
@@ -150,86 +213,197 @@ class _Search:
     def __init__(self, tuning: Tuning, weights: Weights) -> None:
         self.tuning = tuning
         self.weights = weights
+        self.priced = feature_weights(weights)
+        self.move_weights = {name: weight_of(weights, name) for name in MOVE_FEATURES}
         self.last_cost = 0.0
+        self.last_states: list[int] = []
 
-    def run(self, events: Sequence[Event], start: _Context) -> list[tuple[int, int]]:
-        """The best (shape index, hand position) per event."""
-        w = self.weights
-        # Per-state path memory of the previous layer.
-        prev_p = np.array([start.p])
-        prev_centroid = np.array([start.centroid])
-        busy = start.busy[None, :].copy()
-        last_string = start.last_string[None, :].copy()
-        last_time = start.last_time[None, :].copy()
-        prev_pitches = list(start.prev_strings)
-        prev_note_strings = np.array([[start.prev_strings[q] for q in prev_pitches]], dtype=np.int32)
-        prev_onset = start.onset
-        acc = np.zeros(1)
+    def layers(self, events: Sequence[Event]) -> list[_Layer]:
+        """Every event's states."""
+        return [_Layer(event, self.tuning, self.weights, self.priced) for event in events]
+
+    def run(
+        self,
+        events: Sequence[Event],
+        start: _Context,
+        layers: Sequence[_Layer] | None = None,
+        extra: Sequence[np.ndarray] | None = None,
+    ) -> list[tuple[int, int]]:
+        """The best (shape index, hand position) per event.
+
+        Args:
+            events: the events, in time order.
+            start: the context before the first event.
+            layers: the events' layers, when already built (or narrowed to some states).
+            extra: a cost added to each layer's states (the margin when fitting weights).
+
+        Returns:
+            The path; `last_states` keeps its state index per layer and `last_cost` its cost.
+        """
+        layers = list(layers) if layers is not None else self.layers(events)
         back: list[np.ndarray] = []
-        layers: list[_Layer] = []
-        for event in events:
-            layer = _Layer(event, self.tuning, w)
-            layers.append(layer)
-            onset = event.onset
+        acc = np.zeros(1)
+        walk = _Walk(start)
+        for i, (event, layer) in enumerate(zip(events, layers, strict=True)):
             cost = np.zeros((len(acc), len(layer)))
-            # Hand moves: cheaper after a long gap, free from an unknown start.
-            gap = onset - prev_onset if prev_onset is not None else 0.0
-            slow = 1.0 / (1.0 + max(0.0, gap - 0.25))
-            d = np.abs(prev_p[:, None] - layer.p[None, :])
-            move = np.where(d > 0, w.shift + w.shift_per_fret * d, 0.0) * slow
-            if len(event.notes) == 1 and len(prev_pitches) == 1:
-                # A single-note line moving along one string: the hand slides with it.
-                along = prev_note_strings[:, :1] == layer.strings[:, 0][None, :]
-                move = np.where(along, move * w.slide_shift, move)
-            move[prev_p < 0, :] = 0.0
-            cost += move
-            line = len(event.notes) == 1 and len(prev_pitches) == 1
-            cross = np.abs(prev_centroid[:, None] - layer.centroid[None, :]) * (w.line_crossing if line else w.crossing)
-            cross[prev_centroid < 0, :] = 0.0
-            cost += cross
-            # A string still sounding: taking it cuts that note short.
-            overlap = np.clip((busy - onset - _RING_TOLERANCE) / _RING_RAMP, 0.0, 1.0) * w.ring_block
-            cost += overlap @ layer.mask.T
-            if _parallel(prev_pitches, event.notes):
-                same = (prev_note_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
-                cost += w.parallel * same
-            for k, note in enumerate(event.notes):
-                s_k = layer.strings[:, k][None, :]
-                ls = last_string[:, note.pitch][:, None]
-                recent = (onset - last_time[:, note.pitch] < w.repeat_window)[:, None]
-                cost += w.repeat_string * (recent & (ls >= 0) & (ls != s_k))
-                src_note = _legato_source(prev_pitches, note)
-                if src_note >= 0:
-                    src = prev_note_strings[:, src_note][:, None]
-                    cost += w.legato_string * (src != s_k)
+            for name, value in walk.moves(event, layer, self.weights).items():
+                weight = self.move_weights[name]
+                if weight:
+                    cost += weight * value
             total = acc[:, None] + cost
             best = np.argmin(total, axis=0)
             acc = total[best, np.arange(len(layer))] + layer.static
+            if extra is not None:
+                acc = acc + extra[i]
             back.append(best)
-            # Carry each new state's path memory forward from its best predecessor.
-            busy = busy[best].copy()
-            last_string = last_string[best].copy()
-            last_time = last_time[best].copy()
-            rows = np.arange(len(layer))
-            for k, note in enumerate(event.notes):
-                busy[rows, layer.strings[:, k]] = note.end
-                last_string[:, note.pitch] = layer.strings[:, k]
-                last_time[:, note.pitch] = note.start
-            prev_pitches = [n.pitch for n in event.notes]
-            prev_note_strings = layer.strings
-            prev_p = layer.p
-            prev_centroid = layer.centroid
-            prev_onset = onset
+            walk.advance(event, layer, best)
         if not layers:
             return []
         state = int(np.argmin(acc))
         self.last_cost = float(acc[state])  # the chosen path's total cost, for diagnostics
         path: list[tuple[int, int]] = []
+        states: list[int] = []
         for layer, best in zip(reversed(layers), reversed(back), strict=True):
             path.append((int(layer.shape[state]), int(layer.p[state])))
+            states.append(state)
             state = int(best[state])
         path.reverse()
+        self.last_states = states[::-1]
         return path
+
+    def path_features(
+        self, events: Sequence[Event], start: _Context, layers: Sequence[_Layer], states: Sequence[int]
+    ) -> np.ndarray:
+        """The summed `FEATURES` along one path (a state per layer), its fixed costs appended."""
+        total = np.zeros(len(FEATURES) + 1)
+        walk = _Walk(start)
+        n_state = len(STATE_FEATURES)
+        for event, layer, state in zip(events, layers, states, strict=True):
+            one = layer.take(np.array([state]))
+            for name, value in walk.moves(event, one, self.weights).items():
+                total[n_state + MOVE_FEATURES.index(name)] += float(value[0, 0])
+            total[:n_state] += one.features[0]
+            total[-1] += float(one.fixed[0])
+            walk.advance(event, one, np.zeros(1, dtype=np.int64))
+        return total
+
+
+class _Walk:
+    """What the search remembers along each path to the states of the last layer."""
+
+    def __init__(self, start: _Context) -> None:
+        self.prev_p = np.array([start.p])
+        self.prev_centroid = np.array([start.centroid])
+        self.busy = start.busy[None, :].copy()
+        self.last_string = start.last_string[None, :].copy()
+        self.last_time = start.last_time[None, :].copy()
+        self.prev_pitches = list(start.prev_strings)
+        self.prev_note_strings = np.array([[start.prev_strings[q] for q in self.prev_pitches]], dtype=np.int32)
+        self.prev_note_frets = np.array([[start.prev_frets.get(q, 0) for q in self.prev_pitches]], dtype=np.int32)
+        self.prev_onset = start.onset
+        self.chord_pitches = list(start.chord_strings)
+        self.chord_strings = np.array([[start.chord_strings[q] for q in self.chord_pitches]], dtype=np.int32)
+        self.chord_onset = start.chord_onset
+        self.prev_end = start.end
+        self.prev_open = np.zeros((1, len(start.busy)))
+        self.prev_open[0, list(start.open_strings)] = 1.0
+        self.prev_all_open = np.array([bool(start.open_strings) and len(start.open_strings) == len(self.prev_pitches)])
+
+    def moves(self, event: Event, layer: _Layer, w: Weights) -> dict[str, np.ndarray]:
+        """The `MOVE_FEATURES` from every remembered state to every state of `layer` (absent: zero)."""
+        out: dict[str, np.ndarray] = {}
+        onset = event.onset
+        # Hand moves: cheaper after a long gap, free from an unknown start.
+        gap = onset - self.prev_onset if self.prev_onset is not None else 0.0
+        slow = 1.0 / (1.0 + _SLOW_K * max(0.0, gap - _SLOW_FROM))
+        d = np.abs(self.prev_p[:, None] - layer.p[None, :]).astype(float)
+        moved = (d > 0) * 1.0
+        moved[self.prev_p < 0, :] = 0.0
+        if self.prev_end is not None and onset - self.prev_end > _REST:
+            out["rest_shift"] = moved
+        moved = moved * slow
+        # After open strings only, the hand was free to move while they rang.
+        from_open = moved * self.prev_all_open[:, None]
+        out["from_open_shift"] = from_open
+        out["from_open_shift_per_fret"] = from_open * d
+        moved = moved - from_open
+        line = len(event.notes) == 1 and len(self.prev_pitches) == 1
+        if line:
+            # A single-note line moving along one string: the hand slides with it.
+            along = self.prev_note_strings[:, :1] == layer.strings[:, 0][None, :]
+            out["line_same_string"] = along * 1.0
+            interval = event.notes[0].pitch - self.prev_pitches[0]
+            if abs(interval) in (5, 7, 12):
+                # Root and fifth, fourth or octave picked in turn from one compact shape.
+                low_s, high_s = self.prev_note_strings[:, :1], layer.strings[:, 0][None, :]
+                low_f, high_f = self.prev_note_frets[:, :1], layer.frets[:, 0][None, :]
+                if interval < 0:
+                    low_s, high_s, low_f, high_f = high_s, low_s, high_f, low_f
+                apart = high_s - low_s
+                rise = high_f - low_f
+                out["line_dyad"] = ((apart > 0) & (apart <= (2 if abs(interval) == 12 else 1))
+                                    & (rise >= 0) & (rise <= 2) & (low_f > 0)) * 1.0
+            out["along_shift"] = moved * along
+            out["along_shift_per_fret"] = moved * along * d
+            moved = moved * ~along
+        out["shift"] = moved
+        out["shift_per_fret"] = moved * d
+        # A fretted note on the string of an open note just before it (a pedal riff).
+        out["pedal_string"] = self.prev_open @ (layer.mask - layer.open_mask).T
+        cross = np.abs(self.prev_centroid[:, None] - layer.centroid[None, :])
+        cross[self.prev_centroid < 0, :] = 0.0
+        out["line_crossing" if line else "crossing"] = cross
+        # A string still sounding: taking it cuts that note short.
+        overlap = np.clip((self.busy - onset - _RING_TOLERANCE) / _RING_RAMP, 0.0, 1.0)
+        out["ring_block"] = overlap @ layer.mask.T
+        if _parallel(self.prev_pitches, event.notes):
+            same = (self.prev_note_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
+            out["parallel"] = same * 1.0
+        elif (len(self.prev_pitches) == 1 and self.chord_onset is not None
+              and onset - self.chord_onset <= _CHORD_MEMORY and _parallel(self.chord_pitches, event.notes)):
+            # The shape of the last chord moved, with single notes picked in between.
+            same = (self.chord_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
+            out["parallel_held"] = same * 1.0
+        repeat = np.zeros((len(self.prev_p), len(layer)))
+        legato = np.zeros_like(repeat)
+        for k, note in enumerate(event.notes):
+            s_k = layer.strings[:, k][None, :]
+            ls = self.last_string[:, note.pitch][:, None]
+            recent = (onset - self.last_time[:, note.pitch] < w.repeat_window)[:, None]
+            repeat += recent & (ls >= 0) & (ls != s_k)
+            src_note = _legato_source(self.prev_pitches, note)
+            if src_note >= 0:
+                src = self.prev_note_strings[:, src_note][:, None]
+                legato += src != s_k
+        out["repeat_string"] = repeat
+        out["legato_string"] = legato
+        return out
+
+    def advance(self, event: Event, layer: _Layer, best: np.ndarray) -> None:
+        """Carry each new state's path memory forward from its best predecessor."""
+        self.busy = self.busy[best].copy()
+        self.last_string = self.last_string[best].copy()
+        self.last_time = self.last_time[best].copy()
+        rows = np.arange(len(layer))
+        for k, note in enumerate(event.notes):
+            self.busy[rows, layer.strings[:, k]] = note.end
+            self.last_string[:, note.pitch] = layer.strings[:, k]
+            self.last_time[:, note.pitch] = note.start
+        self.prev_pitches = [n.pitch for n in event.notes]
+        self.prev_note_strings = layer.strings
+        self.prev_note_frets = layer.frets
+        if len(event.notes) > 1:
+            self.chord_pitches = self.prev_pitches
+            self.chord_strings = layer.strings
+            self.chord_onset = event.onset
+        else:
+            self.chord_strings = self.chord_strings[best]
+        self.prev_p = layer.p
+        self.prev_centroid = layer.centroid
+        self.prev_onset = event.onset
+        self.prev_end = max(n.end for n in event.notes)
+        self.prev_open = layer.open_mask
+        self.prev_all_open = (layer.frets == 0).all(axis=1)
 
 
 def _parallel(prev_pitches: Sequence[int], notes: Sequence[Note]) -> bool:
@@ -285,7 +459,19 @@ def _events(notes: list[Note], tuning: Tuning, weights: Weights) -> tuple[list[E
         if event.notes:
             events.append(event)
     _mark_keys(events, tuning)
+    mark_floors(events)
     return events, dropped
+
+
+def mark_floors(events: Sequence[Event], history: Sequence[Event] = ()) -> None:
+    """Set each event's floor: the lowest pitch of the events within FLOOR_WINDOW seconds."""
+    context = [*history, *events]
+    onsets = np.array([e.onset for e in context])
+    lows = np.array([e.notes[0].pitch for e in context])
+    lo = np.searchsorted(onsets, onsets - FLOOR_WINDOW, side="left")
+    hi = np.searchsorted(onsets, onsets + FLOOR_WINDOW, side="right")
+    for i, event in enumerate(context[len(history):], start=len(history)):
+        event.floor = int(lows[lo[i]:hi[i]].min())
 
 
 def _mark_keys(events: Sequence[Event], tuning: Tuning, history: Sequence[Event] = ()) -> None:
@@ -374,6 +560,7 @@ class StreamingFingerer:
         self._held: list[Note] = []           # committed notes that may still be cut
         self._history: list[Event] = []       # committed events still in the key window
         self._last: list[Note | None] = [None] * len(tuning.strings)
+        self._layers: dict[int, tuple[tuple[bool, int], _Layer]] = {}  # id(event) -> (marks, states)
 
     def push(self, notes: Iterable[Note], final_until: float) -> FingeringResult:
         """Add notes that start before `final_until`; return those now final.
@@ -428,7 +615,17 @@ class StreamingFingerer:
         if not self._events:
             return
         _mark_keys(self._events, self.tuning, self._history)
-        path = self._search.run(self._events, self._context)
+        mark_floors(self._events, self._history)
+        # An event's states change only with its key and floor marks: keep them across pushes.
+        layers = []
+        for event in self._events:
+            key = (event.open_key, event.floor)
+            hit = self._layers.get(id(event))
+            if hit is None or hit[0] != key:
+                hit = (key, _Layer(event, self.tuning, self.weights, self._search.priced))
+                self._layers[id(event)] = hit
+            layers.append(hit[1])
+        path = self._search.run(self._events, self._context, layers)
         n = len(self._events)
         if final_until is None:
             count = n
@@ -450,6 +647,8 @@ class StreamingFingerer:
                 self._last[note.string] = note
                 self._held.append(note)
         self._history.extend(self._events[:count])
+        for event in self._events[:count]:
+            self._layers.pop(id(event), None)
         self._events = self._events[count:]
         if self._history:
             keep_from = (self._events[0].onset if self._events else self._history[-1].onset) - KEY_BEFORE

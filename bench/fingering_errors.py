@@ -1,0 +1,177 @@
+"""Where the fingering engine and the human tabs differ, bucketed, on the dev songs only.
+
+    .venv/bin/python bench/fingering_errors.py              # the bucket tables, dev songs
+    .venv/bin/python bench/fingering_errors.py --track Photograph --show 40   # misses in context
+
+Reads the human tabs of `bench/human_tabs.py` (cache only) and fingers each dev track with
+`tabagent.fingering.assign`. Every note the engine places elsewhere than the human is
+put in a bucket by what differs:
+
+- open / fretted: one of the two plays an open string, the other the same pitch fretted;
+- next string up / down: the engine's string is one above (higher, so a lower fret) or
+  one below the human's (up the neck);
+- 2+ strings: further apart (a 10th-fret-or-more move of the same pitch);
+
+and, separately, by how the miss sits in the piece: inside a *run* (at least `RUN`
+consecutive events missed: a phrase fingered in another box), or *isolated*; by event
+size (single note, two notes, chord); and by register (single notes above E4, the top
+open string, where a lead is played up the neck or not).
+
+The held-out songs are never read here: their errors must not steer the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import human_tabs  # noqa: E402
+from evalkit.tabcorpus import HumanTrack  # noqa: E402
+from tabagent.fingering import assign  # noqa: E402
+from tabagent.fretboard import group_events  # noqa: E402
+from tabagent.notes import Note  # noqa: E402
+from tabagent.tuning import Tuning  # noqa: E402
+
+RUN = 4          # consecutive missed events that make a phrase-level miss
+HIGH_PITCH = 64  # E4: single notes above it are lead register
+
+
+@dataclass(frozen=True)
+class Miss:
+    """One note of a dev track the engine placed elsewhere than the human."""
+
+    track: str
+    pitch: int
+    start: float
+    human: tuple[int, int]    # (string, fret)
+    engine: tuple[int, int]
+    size: int                 # notes in its event
+    in_run: bool              # part of RUN or more consecutive missed events
+
+    @property
+    def kind(self) -> str:
+        (hs, hf), (es, ef) = self.human, self.engine
+        if hf == 0 or ef == 0:
+            return "open / fretted"
+        if es == hs + 1:
+            return "next string up (engine lower on the neck)"
+        if es == hs - 1:
+            return "next string down (engine higher on the neck)"
+        return "2+ strings " + ("up" if es > hs else "down")
+
+
+def dev_tracks(cache: Path = human_tabs.DEFAULT_CACHE) -> list[HumanTrack]:
+    """The dev tracks of the human-tab bench (every track `human_tabs.split_of` calls dev)."""
+    tracks = human_tabs.load(human_tabs.fetch(cache, offline=True))
+    return [t for t in tracks if human_tabs.split_of(t) == "dev"]
+
+
+def diagnose(track: HumanTrack, engine: Callable[[list[Note], Tuning], object] = assign) -> tuple[int, list[Miss]]:
+    """Finger the track and list its misses.
+
+    Returns:
+        The number of notes and the misses.
+    """
+    notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
+    engine(notes, track.tuning)
+    pairs = {id(e): h for h, e in zip(track.notes, notes, strict=True)}
+    events = group_events(sorted(notes, key=lambda n: (n.start, n.pitch)))
+    missed = [any((pairs[id(n)].string, pairs[id(n)].fret) != (n.string, n.fret) for n in ev) for ev in events]
+    in_run = [False] * len(events)
+    i = 0
+    while i < len(events):
+        j = i
+        while j < len(events) and missed[j]:
+            j += 1
+        if j - i >= RUN:
+            for k in range(i, j):
+                in_run[k] = True
+        i = max(j, i + 1)
+    out = []
+    for k, ev in enumerate(events):
+        for n in ev:
+            h = pairs[id(n)]
+            if (h.string, h.fret) != (n.string, n.fret):
+                out.append(Miss(f"{track.song} / {track.name}", n.pitch, n.start, (h.string, h.fret),
+                                (n.string, n.fret), len(ev), in_run[k]))
+    return len(notes), out
+
+
+def _size(m: Miss) -> str:
+    return "single" if m.size == 1 else "two notes" if m.size == 2 else "chord (3+)"
+
+
+def _table(title: str, misses: Sequence[Miss], total: int, key: Callable[[Miss], str]) -> list[str]:
+    counts = Counter(key(m) for m in misses)
+    lines = [f"| {title} | misses | of misses | of dev notes |", "| --- | ---: | ---: | ---: |"]
+    for name, n in counts.most_common():
+        lines.append(f"| {name} | {n} | {100 * n / len(misses):.1f}% | {100 * n / total:.1f}% |")
+    return lines
+
+
+def report(tracks: Sequence[HumanTrack]) -> str:
+    """Markdown tables of the dev misses by kind, placement in the phrase, size and track."""
+    total = 0
+    misses: list[Miss] = []
+    per_track: list[tuple[str, str, int, int]] = []
+    for track in tracks:
+        n, m = diagnose(track)
+        total += n
+        misses.extend(m)
+        if n >= human_tabs.SMALL_TRACK:
+            per_track.append((f"{track.song} / {track.name}", track.instrument, n, len(m)))
+    lines = [f"Dev notes: {total}, missed: {len(misses)} ({100 * len(misses) / total:.1f}%).", ""]
+    lines += _table("what differs", misses, total, lambda m: m.kind) + [""]
+    lines += _table("where", misses, total,
+                    lambda m: ("run of " + str(RUN) + "+ missed events" if m.in_run else "isolated")) + [""]
+    lines += _table("event", misses, total, _size) + [""]
+    lines += _table("single notes by register", [m for m in misses if m.size == 1], total,
+                    lambda m: "above E4" if m.pitch > HIGH_PITCH else "E4 and below") + [""]
+    lines += ["| track | instrument | notes | missed | agreement |", "| --- | --- | ---: | ---: | ---: |"]
+    for name, instrument, n, k in sorted(per_track, key=lambda r: -r[3]):
+        lines.append(f"| {name} | {instrument} | {n} | {k} | {100 * (n - k) / n:.1f}% |")
+    return "\n".join(lines)
+
+
+def show(track: HumanTrack, count: int) -> str:
+    """The first `count` events of a track with the human's and the engine's string:fret side by side."""
+    notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
+    assign(notes, track.tuning)
+    pairs = {id(e): h for h, e in zip(track.notes, notes, strict=True)}
+    lines = []
+    for ev in group_events(sorted(notes, key=lambda n: (n.start, n.pitch)))[:count]:
+        human = " ".join(f"{pairs[id(n)].string}:{pairs[id(n)].fret}" for n in ev)
+        engine = " ".join(f"{n.string}:{n.fret}" for n in ev)
+        mark = "" if human == engine else "   <-- miss"
+        pitches = " ".join(str(n.pitch) for n in ev)
+        lines.append(f"{ev[0].start:8.2f}  {pitches:<18} human {human:<24} engine {engine}{mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--track", help="show one dev track (a substring of 'song / track')")
+    parser.add_argument("--show", type=int, default=60, help="events to show with --track")
+    parser.add_argument("--skip", type=int, default=0, help="events to skip with --track")
+    args = parser.parse_args(argv)
+    tracks = dev_tracks()
+    if args.track:
+        for track in tracks:
+            if args.track.lower() in f"{track.song} / {track.name}".lower():
+                print(f"== {track.song} / {track.name} ({track.tuning.name} {track.tuning.strings})")
+                print("\n".join(show(track, args.skip + args.show).splitlines()[args.skip:]))
+        return 0
+    print(report(tracks))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
