@@ -17,6 +17,11 @@ consecutive events missed: a phrase fingered in another box), or *isolated*; by 
 size (single note, two notes, chord); and by register (single notes above E4, the top
 open string, where a lead is played up the neck or not).
 
+It also prices the human's fingering with the engine's own cost (`--costs`): the search
+is run once freely and once held to the human's string and fret at every note, and each
+cost term (`tabagent.fingering.FEATURES` times its weight) is summed along both paths. A
+term that the human's path pays more for is one that pushes the engine off the human.
+
 The held-out songs are never read here: their errors must not steer the engine.
 """
 
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,9 +41,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import human_tabs  # noqa: E402
+
 from evalkit.tabcorpus import HumanTrack  # noqa: E402
-from tabagent.fingering import assign  # noqa: E402
-from tabagent.fretboard import group_events  # noqa: E402
+from tabagent import fingering  # noqa: E402
+from tabagent.fingering import FEATURES, assign, feature_weights  # noqa: E402
+from tabagent.fretboard import group_events, weights_for  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 from tabagent.tuning import Tuning  # noqa: E402
 
@@ -156,13 +165,60 @@ def show(track: HumanTrack, count: int) -> str:
     return "\n".join(lines)
 
 
+def cost_gap(track: HumanTrack) -> tuple[np.ndarray, float]:
+    """Per cost term (`FEATURES`), the human's path minus the engine's, and the engine's total.
+
+    The human's path is the search held to the human's shapes (the hand position, which a
+    tab does not show, is the search's best for them).
+    """
+    notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
+    human = {id(n): (h.string, h.fret) for h, n in zip(track.notes, notes, strict=True)}
+    weights = weights_for(track.tuning)
+    playable, _ = fingering._split_range(notes, track.tuning)
+    events, _ = fingering._events(playable, track.tuning, weights)
+    search = fingering._Search(track.tuning, weights)
+    start = fingering._Context.start(len(track.tuning.strings))
+    layers = search.layers(events)
+    search.run(events, start, layers)
+    free = search.path_features(events, start, layers, search.last_states)
+    engine_cost = search.last_cost
+    held = []
+    for event, layer in zip(events, layers, strict=True):
+        want = [human[id(n)] for n in event.notes]
+        rows = np.flatnonzero(np.all([(layer.strings[:, k] == s) & (layer.frets[:, k] == f)
+                                      for k, (s, f) in enumerate(want)], axis=0))
+        held.append(layer.take(rows) if len(rows) else layer)
+    search.run(events, start, held)
+    kept = search.path_features(events, start, held, search.last_states)
+    return (kept - free)[:-1] * feature_weights(weights), engine_cost
+
+
+def cost_report(tracks: Sequence[HumanTrack], top: int = 4) -> str:
+    """Markdown: per dev track, the cost terms that most favour the engine's fingering over the human's."""
+    lines = ["| track | notes | human's extra cost per note | terms that cost the human's fingering most |",
+             "| --- | ---: | ---: | --- |"]
+    for track in tracks:
+        if len(track.notes) < human_tabs.SMALL_TRACK:
+            continue
+        gap, _ = cost_gap(track)
+        order = [int(k) for k in np.argsort(-gap)[:top] if gap[k] > 0.5]
+        terms = ", ".join(f"{FEATURES[k]} {gap[k]:+.0f}" for k in order) or "-"
+        lines.append(f"| {track.song} / {track.name} | {len(track.notes)} | {gap.sum() / len(track.notes):.3f} | "
+                     f"{terms} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--track", help="show one dev track (a substring of 'song / track')")
     parser.add_argument("--show", type=int, default=60, help="events to show with --track")
     parser.add_argument("--skip", type=int, default=0, help="events to skip with --track")
+    parser.add_argument("--costs", action="store_true", help="the cost terms that part the engine from the human")
     args = parser.parse_args(argv)
     tracks = dev_tracks()
+    if args.costs:
+        print(cost_report(tracks))
+        return 0
     if args.track:
         for track in tracks:
             if args.track.lower() in f"{track.song} / {track.name}".lower():

@@ -37,8 +37,16 @@ from fingering_errors import dev_tracks  # noqa: E402
 
 from evalkit.tabcorpus import HumanTrack  # noqa: E402
 from tabagent import fingering  # noqa: E402
-from tabagent.fingering import FEATURES, STATE_FEATURES, feature_weights, _Context, _events, _Layer, _Search  # noqa: E402
-from tabagent.fretboard import ZONE_FEATURES, Event, Weights, weights_for  # noqa: E402
+from tabagent.fingering import (  # noqa: E402
+    FEATURES,
+    STATE_FEATURES,
+    _Context,
+    _events,
+    _Layer,
+    _Search,
+    feature_weights,
+)
+from tabagent.fretboard import Event, Weights, weights_for  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 
 logger = logging.getLogger("bench.fit_fingering")
@@ -83,9 +91,7 @@ def prepare(track: HumanTrack, weights: Weights) -> Item:
 
 
 def _weights(base: Weights, vector: np.ndarray) -> Weights:
-    values = {name: float(v) for name, v in zip(FEATURES, vector, strict=True)}
-    zones = tuple(values.pop(name) for name in ZONE_FEATURES)
-    return dataclasses.replace(base, zones=zones, **values)
+    return dataclasses.replace(base, **{name: float(v) for name, v in zip(FEATURES, vector, strict=True)})
 
 
 def decode(item: Item, base: Weights, vector: np.ndarray, margin: float = 0.0,

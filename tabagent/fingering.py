@@ -26,17 +26,16 @@ from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fretboard import (
     CHORD_GAP,
-    SHAPE_FEATURES,
     CHORD_SPREAD,
     KEY_AFTER,
     KEY_BEFORE,
+    SHAPE_FEATURES,
     Event,
     Weights,
     build_event,
     event_chroma,
     group_events,
     open_key_flags,
-    weight_of,
     weights_for,
 )
 from tabagent.notes import Note, sort_notes
@@ -47,10 +46,6 @@ logger = logging.getLogger(__name__)
 _LEGATO = ("hammer_on", "pull_off", "slide")
 _RING_TOLERANCE = 0.01  # overlaps shorter than this are transcription slop, not a held note
 _RING_RAMP = 0.1
-_SLOW_K, _SLOW_FROM = 1.0, 0.25
-_REST = 0.1  # silence before an event that counts as a rest
-_CHORD_MEMORY = 4.0  # seconds a chord shape is remembered across single notes
-FLOOR_WINDOW = 1.0  # seconds either side in which an open bass note is the lowest (a pedal)
 
 
 @dataclass
@@ -80,11 +75,6 @@ class _Context:
     last_time: np.ndarray     # (128,) when
     prev_strings: dict[int, int]  # pitch -> string in the previous event
     onset: float | None = None    # the previous event's onset
-    chord_strings: dict[int, int] = field(default_factory=dict)  # pitch -> string in the last chord
-    chord_onset: float | None = None
-    end: float | None = None      # when the previous event's last note ends
-    open_strings: tuple[int, ...] = ()  # the strings the previous event played open
-    prev_frets: dict[int, int] = field(default_factory=dict)  # pitch -> fret in the previous event
 
     @classmethod
     def start(cls, n_strings: int) -> _Context:
@@ -100,12 +90,6 @@ class _Context:
         ctx.onset = event.onset
         ctx.centroid = float(np.mean(shape.strings))
         ctx.prev_strings = {}
-        ctx.end = max(n.end for n in event.notes)
-        ctx.open_strings = tuple(s for s, f in zip(shape.strings, shape.frets, strict=True) if f == 0)
-        ctx.prev_frets = {n.pitch: f for n, f in zip(event.notes, shape.frets, strict=True)}
-        if len(event.notes) > 1:
-            ctx.chord_strings = {n.pitch: s for n, s in zip(event.notes, shape.strings, strict=True)}
-            ctx.chord_onset = event.onset
         for note, s in zip(event.notes, shape.strings, strict=True):
             ctx.busy[s] = note.end
             ctx.last_string[note.pitch] = s
@@ -118,13 +102,11 @@ class _Context:
 # move between two states; each is priced by the Weights field of the same name.
 POSITION_FEATURES = (
     "height", "line_height", "open_low", "open_off_key", "open_mid", "open_high", "reach", "reach_near_nut",
-    "open_bass_mid", "open_bass_high", "index_gap",
 )
 STATE_FEATURES = (*SHAPE_FEATURES, *POSITION_FEATURES)
 MOVE_FEATURES = (
     "shift", "shift_per_fret", "along_shift", "along_shift_per_fret", "crossing", "line_crossing",
-    "ring_block", "parallel", "repeat_string", "legato_string", "from_open_shift", "from_open_shift_per_fret",
-    "rest_shift", "pedal_string", "line_same_string", "parallel_held", "line_dyad",
+    "ring_block", "parallel", "repeat_string", "legato_string",
 )
 FEATURES = (*STATE_FEATURES, *MOVE_FEATURES)
 _COL = {name: i for i, name in enumerate(STATE_FEATURES)}
@@ -132,7 +114,7 @@ _COL = {name: i for i, name in enumerate(STATE_FEATURES)}
 
 def feature_weights(weights: Weights) -> np.ndarray:
     """The weights of `FEATURES`, in order: the search's cost is these times the features."""
-    return np.array([weight_of(weights, name) for name in FEATURES])
+    return np.array([float(getattr(weights, name)) for name in FEATURES])
 
 
 class _Layer:
@@ -159,17 +141,8 @@ class _Layer:
             if shape.n_open:
                 low = p <= weights.open_position
                 f[:, _COL["open_low" if event.open_key else "open_off_key"]] = shape.n_open * low
-                # An open bass under a hand up the neck is a pedal; other open strings
-                # there break the box.
-                bass = sum(1 for n, fr in zip(event.notes, shape.frets, strict=True) if fr == 0 and n.pitch <= event.floor)
-                up = np.maximum(p - weights.open_position - 1, 0) * ~low
-                f[:, _COL["open_mid"]] = (shape.n_open - bass) * ~low
-                f[:, _COL["open_high"]] = (shape.n_open - bass) * up
-                f[:, _COL["open_bass_mid"]] = bass * ~low
-                f[:, _COL["open_bass_high"]] = bass * up
-            if chord and shape.p_lo:
-                # A chord's lowest fretted note is the index finger's (a barre if shared).
-                f[:, _COL["index_gap"]] = shape.p_hi - p
+                f[:, _COL["open_mid"]] = shape.n_open * ~low
+                f[:, _COL["open_high"]] = shape.n_open * np.maximum(p - weights.open_position - 1, 0) * ~low
             if reach:
                 # Frets are wider near the nut: the pinky's reach costs more there.
                 near = lo - 1 + tuning.capo < weights.reach_low_below
@@ -192,14 +165,12 @@ class _Layer:
         self.mask = np.zeros((n, len(tuning.strings)))
         rows_ix = np.repeat(np.arange(n), len(event.notes))
         self.mask[rows_ix, self.strings.ravel()] = 1.0
-        self.open_mask = np.zeros((n, len(tuning.strings)))  # strings played open
-        self.open_mask[rows_ix, self.strings.ravel()] = self.frets.ravel() == 0
         self.centroid = self.strings.mean(axis=1)
 
     def take(self, rows: np.ndarray) -> _Layer:
         """The layer with only the states `rows`."""
         out = copy.copy(self)
-        for name in ("shape", "p", "features", "fixed", "static", "strings", "frets", "mask", "open_mask", "centroid"):
+        for name in ("shape", "p", "features", "fixed", "static", "strings", "frets", "mask", "centroid"):
             setattr(out, name, getattr(self, name)[rows])
         return out
 
@@ -214,7 +185,7 @@ class _Search:
         self.tuning = tuning
         self.weights = weights
         self.priced = feature_weights(weights)
-        self.move_weights = {name: weight_of(weights, name) for name in MOVE_FEATURES}
+        self.move_weights = {name: float(getattr(weights, name)) for name in MOVE_FEATURES}
         self.last_cost = 0.0
         self.last_states: list[int] = []
 
@@ -299,15 +270,7 @@ class _Walk:
         self.last_time = start.last_time[None, :].copy()
         self.prev_pitches = list(start.prev_strings)
         self.prev_note_strings = np.array([[start.prev_strings[q] for q in self.prev_pitches]], dtype=np.int32)
-        self.prev_note_frets = np.array([[start.prev_frets.get(q, 0) for q in self.prev_pitches]], dtype=np.int32)
         self.prev_onset = start.onset
-        self.chord_pitches = list(start.chord_strings)
-        self.chord_strings = np.array([[start.chord_strings[q] for q in self.chord_pitches]], dtype=np.int32)
-        self.chord_onset = start.chord_onset
-        self.prev_end = start.end
-        self.prev_open = np.zeros((1, len(start.busy)))
-        self.prev_open[0, list(start.open_strings)] = 1.0
-        self.prev_all_open = np.array([bool(start.open_strings) and len(start.open_strings) == len(self.prev_pitches)])
 
     def moves(self, event: Event, layer: _Layer, w: Weights) -> dict[str, np.ndarray]:
         """The `MOVE_FEATURES` from every remembered state to every state of `layer` (absent: zero)."""
@@ -315,41 +278,19 @@ class _Walk:
         onset = event.onset
         # Hand moves: cheaper after a long gap, free from an unknown start.
         gap = onset - self.prev_onset if self.prev_onset is not None else 0.0
-        slow = 1.0 / (1.0 + _SLOW_K * max(0.0, gap - _SLOW_FROM))
+        slow = 1.0 / (1.0 + max(0.0, gap - 0.25))
         d = np.abs(self.prev_p[:, None] - layer.p[None, :]).astype(float)
-        moved = (d > 0) * 1.0
+        moved = (d > 0) * slow
         moved[self.prev_p < 0, :] = 0.0
-        if self.prev_end is not None and onset - self.prev_end > _REST:
-            out["rest_shift"] = moved
-        moved = moved * slow
-        # After open strings only, the hand was free to move while they rang.
-        from_open = moved * self.prev_all_open[:, None]
-        out["from_open_shift"] = from_open
-        out["from_open_shift_per_fret"] = from_open * d
-        moved = moved - from_open
         line = len(event.notes) == 1 and len(self.prev_pitches) == 1
         if line:
             # A single-note line moving along one string: the hand slides with it.
             along = self.prev_note_strings[:, :1] == layer.strings[:, 0][None, :]
-            out["line_same_string"] = along * 1.0
-            interval = event.notes[0].pitch - self.prev_pitches[0]
-            if abs(interval) in (5, 7, 12):
-                # Root and fifth, fourth or octave picked in turn from one compact shape.
-                low_s, high_s = self.prev_note_strings[:, :1], layer.strings[:, 0][None, :]
-                low_f, high_f = self.prev_note_frets[:, :1], layer.frets[:, 0][None, :]
-                if interval < 0:
-                    low_s, high_s, low_f, high_f = high_s, low_s, high_f, low_f
-                apart = high_s - low_s
-                rise = high_f - low_f
-                out["line_dyad"] = ((apart > 0) & (apart <= (2 if abs(interval) == 12 else 1))
-                                    & (rise >= 0) & (rise <= 2) & (low_f > 0)) * 1.0
             out["along_shift"] = moved * along
             out["along_shift_per_fret"] = moved * along * d
             moved = moved * ~along
         out["shift"] = moved
         out["shift_per_fret"] = moved * d
-        # A fretted note on the string of an open note just before it (a pedal riff).
-        out["pedal_string"] = self.prev_open @ (layer.mask - layer.open_mask).T
         cross = np.abs(self.prev_centroid[:, None] - layer.centroid[None, :])
         cross[self.prev_centroid < 0, :] = 0.0
         out["line_crossing" if line else "crossing"] = cross
@@ -359,11 +300,6 @@ class _Walk:
         if _parallel(self.prev_pitches, event.notes):
             same = (self.prev_note_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
             out["parallel"] = same * 1.0
-        elif (len(self.prev_pitches) == 1 and self.chord_onset is not None
-              and onset - self.chord_onset <= _CHORD_MEMORY and _parallel(self.chord_pitches, event.notes)):
-            # The shape of the last chord moved, with single notes picked in between.
-            same = (self.chord_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
-            out["parallel_held"] = same * 1.0
         repeat = np.zeros((len(self.prev_p), len(layer)))
         legato = np.zeros_like(repeat)
         for k, note in enumerate(event.notes):
@@ -391,19 +327,9 @@ class _Walk:
             self.last_time[:, note.pitch] = note.start
         self.prev_pitches = [n.pitch for n in event.notes]
         self.prev_note_strings = layer.strings
-        self.prev_note_frets = layer.frets
-        if len(event.notes) > 1:
-            self.chord_pitches = self.prev_pitches
-            self.chord_strings = layer.strings
-            self.chord_onset = event.onset
-        else:
-            self.chord_strings = self.chord_strings[best]
         self.prev_p = layer.p
         self.prev_centroid = layer.centroid
         self.prev_onset = event.onset
-        self.prev_end = max(n.end for n in event.notes)
-        self.prev_open = layer.open_mask
-        self.prev_all_open = (layer.frets == 0).all(axis=1)
 
 
 def _parallel(prev_pitches: Sequence[int], notes: Sequence[Note]) -> bool:
@@ -459,19 +385,7 @@ def _events(notes: list[Note], tuning: Tuning, weights: Weights) -> tuple[list[E
         if event.notes:
             events.append(event)
     _mark_keys(events, tuning)
-    mark_floors(events)
     return events, dropped
-
-
-def mark_floors(events: Sequence[Event], history: Sequence[Event] = ()) -> None:
-    """Set each event's floor: the lowest pitch of the events within FLOOR_WINDOW seconds."""
-    context = [*history, *events]
-    onsets = np.array([e.onset for e in context])
-    lows = np.array([e.notes[0].pitch for e in context])
-    lo = np.searchsorted(onsets, onsets - FLOOR_WINDOW, side="left")
-    hi = np.searchsorted(onsets, onsets + FLOOR_WINDOW, side="right")
-    for i, event in enumerate(context[len(history):], start=len(history)):
-        event.floor = int(lows[lo[i]:hi[i]].min())
 
 
 def _mark_keys(events: Sequence[Event], tuning: Tuning, history: Sequence[Event] = ()) -> None:
@@ -560,7 +474,7 @@ class StreamingFingerer:
         self._held: list[Note] = []           # committed notes that may still be cut
         self._history: list[Event] = []       # committed events still in the key window
         self._last: list[Note | None] = [None] * len(tuning.strings)
-        self._layers: dict[int, tuple[tuple[bool, int], _Layer]] = {}  # id(event) -> (marks, states)
+        self._layers: dict[int, tuple[bool, _Layer]] = {}  # id(event) -> (key mark, states)
 
     def push(self, notes: Iterable[Note], final_until: float) -> FingeringResult:
         """Add notes that start before `final_until`; return those now final.
@@ -615,11 +529,10 @@ class StreamingFingerer:
         if not self._events:
             return
         _mark_keys(self._events, self.tuning, self._history)
-        mark_floors(self._events, self._history)
-        # An event's states change only with its key and floor marks: keep them across pushes.
+        # An event's states change only with its key mark: keep them across pushes.
         layers = []
         for event in self._events:
-            key = (event.open_key, event.floor)
+            key = event.open_key
             hit = self._layers.get(id(event))
             if hit is None or hit[0] != key:
                 hit = (key, _Layer(event, self.tuning, self.weights, self._search.priced))

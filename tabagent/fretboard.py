@@ -71,7 +71,7 @@ class Weights:
     dyad: float = 0.0             # a power-chord or octave pair on neighbouring strings
     shift: float = 1.3            # any position change
     shift_per_fret: float = 0.22
-    along_shift: float = 0.65     # the same for a single-note line moving along one string
+    along_shift: float = 0.65     # the same for a single-note line moving along its string
     along_shift_per_fret: float = 0.11
     ring_block: float = 30.0      # cutting a note still sounding on the string
     repeat_string: float = 0.6    # the same pitch on another string than last time
@@ -92,17 +92,6 @@ class Weights:
     reach: float = 0.0            # a single note one fret above the box, under the pinky (0: never)
     reach_near_nut: float = 0.0   # the same for a hand below `reach_low_below` (capo counted)
     reach_low_below: int = 5
-    from_open_shift: float = 1.3  # a position change after an event of open strings only
-    from_open_shift_per_fret: float = 0.22
-    rest_shift: float = 0.0       # a position change after a rest (added to the shift)
-    pedal_string: float = 0.0     # per fretted note on a string the previous event played open
-    line_same_string: float = 0.0  # a single note on the string of the single note before it
-    parallel_held: float = 0.0    # the last chord's shape moved along its strings, single notes between
-    line_dyad: float = 0.0        # two single notes in turn held as a power-chord or octave shape
-    open_bass_mid: float = 0.1   # an open string under a hand above first position, as the bass (a pedal)
-    open_bass_high: float = 0.1  # and per fret of hand position further up
-    index_gap: float = 0.0        # per fret between the hand and a chord's lowest fretted note
-    zones: tuple[float, ...] = ()  # per note, by event kind, string group and fret zone (ZONE_FEATURES)
 
 
 # Fitted on the dev songs of bench/human_tabs.py, kept where the synthetic pieces and the
@@ -118,7 +107,6 @@ GUITAR = Weights(
     held_skip=0.3,
     shift_per_fret=0.4,
     along_shift_per_fret=0.2,
-    from_open_shift_per_fret=0.4,
     skip=2.0,
     pinch_skip=0.3,
     reach_near_nut=0.45,
@@ -134,7 +122,6 @@ BASS = Weights(
     line_height=0.0,
     shift=0.0,
     along_shift=0.0,
-    from_open_shift=0.0,
     along_shift_per_fret=0.22,
     stretch=1.2,
     big_stretch=3.0,
@@ -142,9 +129,7 @@ BASS = Weights(
     open_low=-0.025,
     open_position=3,
     open_mid=-0.1,
-    open_bass_mid=-0.1,
     open_high=0.0,
-    open_bass_high=0.0,
     open_off_key=-0.025,
     line_crossing=0.3,
     string_height=0.1,
@@ -181,7 +166,6 @@ class Event:
     shapes: list[Shape] = field(default_factory=list)
     dropped: list[Note] = field(default_factory=list)
     open_key: bool = True
-    floor: int = -1  # the lowest pitch around the event (see `mark_floors`); -1: unknown
 
 
 def group_events(notes: Sequence[Note]) -> list[list[Note]]:
@@ -266,35 +250,15 @@ def _fingers(fretted: list[int]) -> int:
 
 
 # The shape features the weights of the same name price (see `shape_weights`).
-# Where on the neck a note lies: fret zone, string group (from the top string down) and
-# whether the note is played alone or in a chord; each note counts in one zone feature.
-FRET_ZONES = ((0, 0, "open"), (1, 4, "1-4"), (5, 8, "5-8"), (9, 12, "9-12"), (13, 99, "13+"))
-STRING_GROUPS = ("high", "mid", "low")  # the top two strings, the next two, the rest
-ZONE_FEATURES = tuple(
-    f"zone_{kind}_{group}_{zone}" for kind in ("single", "chord") for group in STRING_GROUPS for _, _, zone in FRET_ZONES
-)
 SHAPE_FEATURES = (
     "four_fingers", "stretch", "big_stretch", "skip", "pinch_skip", "held_skip", "inversion",
-    "template", "dyad", "bend_open", "string_height", "high_fret", *ZONE_FEATURES,
+    "template", "dyad", "bend_open", "string_height", "high_fret",
 )
-
-
-def weight_of(weights: Weights, name: str) -> float:
-    """The weight of one feature: a field of `weights`, or an entry of its zone table."""
-    if name.startswith("zone_"):
-        return weights.zones[ZONE_FEATURES.index(name)] if weights.zones else 0.0
-    return float(getattr(weights, name))
 
 
 def shape_weights(weights: Weights) -> np.ndarray:
     """The weights of `SHAPE_FEATURES`, in order."""
-    return np.array([weight_of(weights, name) for name in SHAPE_FEATURES])
-
-
-def _zone_index(string: int, fret: int, n_strings: int, single: bool) -> int:
-    group = min((n_strings - 1 - string) // 2, len(STRING_GROUPS) - 1)
-    zone = next(k for k, (lo, hi, _) in enumerate(FRET_ZONES) if lo <= fret <= hi)
-    return ((0 if single else 1) * len(STRING_GROUPS) + group) * len(FRET_ZONES) + zone
+    return np.array([float(getattr(weights, name)) for name in SHAPE_FEATURES])
 
 
 def _shape_features(
@@ -307,7 +271,7 @@ def _shape_features(
     bends: Sequence[bool],
 ) -> tuple[np.ndarray, int, int] | None:
     """The features (`SHAPE_FEATURES`) and hand range of one assignment, or None when no hand can hold it."""
-    f = dict.fromkeys(SHAPE_FEATURES[: -len(ZONE_FEATURES)], 0.0)
+    f = dict.fromkeys(SHAPE_FEATURES, 0.0)
     fretted = [fr for fr in frets if fr > 0]
     if fretted:
         lo, hi = min(fretted), max(fretted)
@@ -339,11 +303,7 @@ def _shape_features(
     free = min(tuning.strings) + weights.low_strings
     f["string_height"] = sum(max(0, tuning.strings[s] - free) / 5 for s in strings)
     f["high_fret"] = float(sum(max(0, fr - weights.high_from) for fr in frets))
-    out = np.array([*f.values(), *np.zeros(len(ZONE_FEATURES))])
-    first_zone = SHAPE_FEATURES.index(ZONE_FEATURES[0])
-    for s, fr in zip(strings, frets, strict=True):
-        out[first_zone + _zone_index(s, fr, len(tuning.strings), len(strings) == 1)] += 1.0
-    return out, p_lo, p_hi
+    return np.array([f[name] for name in SHAPE_FEATURES]), p_lo, p_hi
 
 
 def _skip_features(pitches: Sequence[int], strings: Sequence[int], template: bool, weights: Weights,
