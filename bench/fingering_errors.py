@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-import numpy as np
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
