@@ -87,3 +87,40 @@ def count_collisions(notes: Iterable[Note], tolerance: float = COLLISION_TOLERAN
                     break
                 count += 1
     return count
+
+
+@dataclass
+class TechniqueScore:
+    """Precision and recall of one technique: marked notes that match a reference note so marked."""
+
+    technique: str
+    true_positive: int
+    marked: int        # estimated notes carrying the technique
+    expected: int      # reference notes carrying it
+
+    @property
+    def precision(self) -> float:
+        return self.true_positive / self.marked if self.marked else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positive / self.expected if self.expected else 0.0
+
+
+def technique_scores(reference: Sequence[Note], estimate: Sequence[Note], techniques: Sequence[str],
+                     tolerance: float = ONSET_TOLERANCE) -> dict[str, TechniqueScore]:
+    """Per technique: estimated notes marked with it that match (onset and pitch, as
+    `onset_scores`) a reference note marked with it, over all marked / all expected.
+
+    A technique on a note the transcriber missed, or put on a note that is not there,
+    counts against recall or precision like a wrong mark.
+    """
+    pairs = dict(onset_matches(reference, estimate, tolerance))
+    matched_est = {e: r for r, e in pairs.items()}
+    out = {}
+    for name in techniques:
+        marked = [i for i, n in enumerate(estimate) if name in n.techniques]
+        expected = [i for i, n in enumerate(reference) if name in n.techniques]
+        hits = sum(1 for i in marked if i in matched_est and name in reference[matched_est[i]].techniques)
+        out[name] = TechniqueScore(name, hits, len(marked), len(expected))
+    return out

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class GatewayConfig:
     http_max_running: int = 2
     http_max_backlog: int = 16
     grace: float = 30.0                     # seconds running streams and HTTP jobs get on SIGTERM
+    service_token: str = ""                 # sent to the model services (TABAGENT_SERVICE_TOKEN)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
+    failover_retries: int = 2               # restarts of a song's stage on another replica
+    ready_wait: float = 300.0               # longest a gRPC song waits for the model services
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -59,4 +64,8 @@ class GatewayConfig:
             http_max_running=env_int("TABAGENT_HTTP_MAX_RUNNING", d.http_max_running),
             http_max_backlog=env_int("TABAGENT_HTTP_MAX_BACKLOG", d.http_max_backlog),
             grace=env_float("GATEWAY_GRACE_SECONDS", d.grace),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
+            failover_retries=env_int("TABAGENT_FAILOVER_RETRIES", d.failover_retries),
+            ready_wait=env_float("TABAGENT_READY_WAIT", d.ready_wait),
         )

@@ -18,14 +18,16 @@ import grpc
 from opentelemetry import trace
 
 from gateway import artifacts
+from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.downstream import Downstream
 from gateway.song_job import SongJob
 from gateway.spec import spec_from_config
 from tabagent import serving
-from tabagent.errors import BadConfig
+from tabagent.errors import BadConfig, NotReady
 from tabagent.metrics import ServiceMetrics
 from tabagent.serving import ServiceServer, ServiceSpec
+from tabagent.serving.auth import Authenticator
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def Process(
         self, request_iterator: AsyncIterator[gateway_pb2.ProcessRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ProcessResponse]:
-        serving.require_ready(self.health, "the gateway")
+        # The config is read before anything may refuse the song: a refusal racing the
+        # client's first write reaches it as "Internal error from Core" (grpc/grpc#36066).
+        first = await serving.first_message(request_iterator, "Gateway.Process")
+        if first.WhichOneof("payload") != "config":
+            raise BadConfig("the first message must carry ProcessConfig, then the file's bytes")
+        spec = spec_from_config(first.config, uuid.uuid4().hex)
+        trace.get_current_span().set_attribute("song.id", spec.song_id)
         async with self.limiter.slot():
-            first = await serving.first_message(request_iterator, "Gateway.Process")
-            if first.WhichOneof("payload") != "config":
-                raise BadConfig("the first message must carry ProcessConfig, then the file's bytes")
-            spec = spec_from_config(first.config, uuid.uuid4().hex)
-            trace.get_current_span().set_attribute("song.id", spec.song_id)
+            await self._wait_ready(context)
             job = SongJob(self.config, self.downstream.stubs, spec,
                           Path(self.config.data_dir) / "grpc" / spec.song_id, context.time_remaining())
             upload = asyncio.create_task(self._receive(request_iterator, job))
@@ -77,6 +81,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 upload.cancel()
                 job.close()
 
+    async def _wait_ready(self, context: grpc.aio.ServicerContext) -> None:
+        """Wait for the model services (down or warming) as HTTP jobs do: up to
+        `config.ready_wait` seconds, never past the client's deadline."""
+        if self.health.ready:
+            return
+        if self.health.draining:
+            raise NotReady("the gateway is shutting down; retry (another gateway takes the song)")
+        left = context.time_remaining()
+        wait = self.config.ready_wait if left is None else min(self.config.ready_wait, max(0.0, left - 1.0))
+        log.info("a song waits up to %.0f s for the model services", wait)
+        if not await self.health.wait_ready(wait):
+            raise NotReady(f"the model services are not ready (one is down or still loading its model) after "
+                           f"{wait:.0f} s of waiting; retry later")
+
     @staticmethod
     async def _receive(request_iterator: AsyncIterator[gateway_pb2.ProcessRequest], job: SongJob) -> None:
         try:
@@ -91,7 +109,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             job.spool.abort(exc)
 
 
-SPEC = ServiceSpec(SERVICE_NAME, "gateway", GatewayServicer, gateway_pb2_grpc.add_GatewayServicer_to_server)
+def _authenticator(config: GatewayConfig) -> Authenticator | None:
+    """The gRPC API takes the HTTP API's key (none configured: open)."""
+    auth = Auth(config.api_key)
+    return auth.token_ok if auth.enabled else None
+
+
+SPEC = ServiceSpec(SERVICE_NAME, "gateway", GatewayServicer, gateway_pb2_grpc.add_GatewayServicer_to_server,
+                   authenticator=_authenticator,
+                   refusal="the gateway needs the API key: send 'authorization: Bearer <key>' metadata "
+                           "(the SDK's api_key= or TABAGENT_API_KEY)")
 
 
 def create_server(config: GatewayConfig, downstream: Downstream | None = None,

@@ -40,7 +40,7 @@ class SongJob:
         workdir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(str(workdir), config.max_upload_bytes)
         self.decoder = UploadDecoder(self.spool, max_seconds=config.max_seconds)
-        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout)
+        self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout, config.failover_retries)
         self.artifact_paths: list[Path] = []
 
     @property
@@ -56,6 +56,7 @@ class SongJob:
         stats = self.decoder.stats
         result.source = {
             "filename": self.spec.filename,
+            "title": self.spec.title,
             "container": stats.container,
             "codec": stats.codec,
             "sample_rate": stats.source_rate,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from launcher import fingering_cli
 from tabagent.errors import InvalidInput, TabAgentError
+from tabagent.options import STYLE_NAMES
 
 log = logging.getLogger("tabagent")
 
@@ -51,15 +53,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--separator-addr", default=os.environ.get("SEPARATOR_ADDR", ""))
     p.add_argument("--transcriber-addr", default=os.environ.get("TRANSCRIBER_ADDR", ""))
     p.add_argument("--video-addr", default=os.environ.get("VIDEO_ADDR", ""))
-    p.add_argument("--parts", default="guitar,bass", help="parts to transcribe (default: guitar,bass)")
+    p.add_argument("--parts", default="guitar,bass",
+                   help="parts to transcribe: guitar, bass, or lead,rhythm instead of guitar (default: guitar,bass)")
     p.add_argument("--tuning", action="append", metavar="PART=TUNING",
                    help="e.g. guitar=drop_d, bass=28,33,38,43, guitar=D2,A2,D3,G3,B3,E4")
-    p.add_argument("--capo", action="append", metavar="PART=FRET")
+    p.add_argument("--capo", action="append", metavar="PART=FRET", help="e.g. guitar=2 (0-12)")
     p.add_argument("--model", default="", help="separator model: htdemucs (default), htdemucs_6s, htdemucs_ft, dsp")
     p.add_argument("--model-dir", default=os.environ.get("DEMUCS_MODEL_DIR", ""),
                    help="local Demucs model folder (embedded chain)")
     p.add_argument("--no-video", action="store_true", help="skip video.mp4")
-    p.add_argument("--style", default="guitar_hero", help="video style preset")
+    p.add_argument("--style", default="guitar_hero",
+                   help=f"video style preset: {', '.join(STYLE_NAMES)} (checked even with --no-video)")
     p.add_argument("--size", type=_size, default=(1280, 720), help="video size (default 1280x720)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--stems", action="store_true", help="also write the separated stems")
@@ -75,12 +79,14 @@ async def _run_song(args: argparse.Namespace) -> int:
 
     if not args.song.is_file():
         raise InvalidInput(f"{args.song}: no such file")
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    # Checked here (tabagent.options, as the SDK and HTTP API do) before the file is probed
+    # and before any model starts.
     config = process_config(
-        filename=str(args.song), parts=parts, tuning=_pairs(args.tuning, "tuning"),
-        capo={k: int(v) for k, v in _pairs(args.capo, "capo").items()},
+        filename=str(args.song), parts=args.parts.split(","), tuning=_pairs(args.tuning, "tuning"),
+        capo=_pairs(args.capo, "capo"),
         video=not args.no_video, style=args.style, size=args.size, fps=args.fps,
         separator_model=args.model, return_stems=args.stems, title=args.title or args.song.stem)
+    await asyncio.to_thread(_check_input, args.song, remote=bool(args.gateway))
     bars = StageBars(enabled=None if not args.quiet else False)
     local = None
     address = args.gateway
@@ -115,6 +121,21 @@ async def _run_song(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_input(song: Path, remote: bool) -> None:
+    """Refuse a file the gateway would refuse, before any model is loaded: the checks of the
+    HTTP API (size, empty, text, not decodable audio, declared length, truncation).
+
+    With a remote gateway its own limits apply, so only whether the file is audio is checked.
+    """
+    from gateway.config import GatewayConfig
+    from gateway.upload import probe, too_large
+
+    config = GatewayConfig.from_env()
+    if not remote and config.max_upload_bytes and song.stat().st_size > config.max_upload_bytes:
+        raise too_large(config.max_upload_bytes)
+    probe(song, 0.0 if remote else config.max_seconds)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run_song(args))
@@ -127,15 +148,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_up(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start gateway + separator + transcriber + video as four local processes")
+    p = sub.add_parser("up", help="start gateway + separator + transcriber + video as four local processes",
+                       description="Every process listens on --host only (loopback by default); the model "
+                                   "services answer only the gateway (a token made for the run, or "
+                                   "TABAGENT_SERVICE_TOKEN); TABAGENT_API_KEY guards the gateway's gRPC and "
+                                   "HTTP APIs.")
     p.add_argument("--no-video", action="store_true")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="where every process listens (default: loopback)")
     p.set_defaults(func=_cmd_up)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     host = args.host
+    # Every port on `host` (loopback unless asked otherwise), and the services answer the
+    # gateway only: a token made for this run unless TABAGENT_SERVICE_TOKEN is set.
+    for name in ("SEPARATOR_HOST", "TRANSCRIBER_HOST", "VIDEO_HOST", "GATEWAY_HOST"):
+        env.setdefault(name, host)
+    if not env.get("TABAGENT_SERVICE_TOKEN"):
+        env["TABAGENT_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
     env.setdefault("SEPARATOR_ADDR", f"{host}:{env.get('SEPARATOR_PORT', '50051')}")
     env.setdefault("TRANSCRIBER_ADDR", f"{host}:{env.get('TRANSCRIBER_PORT', '50052')}")
     if not args.no_video:
@@ -145,7 +176,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     for module in modules:
         procs[module] = subprocess.Popen([sys.executable, "-m", module], env=env)
         print(f"started {module} (pid {procs[module].pid})", file=sys.stderr)
-    print(f"gateway gRPC on :{env.get('GATEWAY_PORT', '50050')}, HTTP on :{env.get('GATEWAY_HTTP_PORT', '8080')};"
+    print(f"gateway gRPC on {env['GATEWAY_HOST']}:{env.get('GATEWAY_PORT', '50050')}, HTTP on "
+          f"{env['GATEWAY_HOST']}:{env.get('GATEWAY_HTTP_PORT', '8080')};"
           " Ctrl-C stops everything", file=sys.stderr)
     stop = False
 
@@ -179,6 +211,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tabagent` console script."""
+    # File names and titles of any script print on any terminal (escaped where it cannot show them).
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="tabagent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gateway.downstream import Downstream
 from gateway.grpc_api import GatewayServicer, create_server
 from tabagent.metrics import ServiceMetrics
 from tabagent.serving import ServiceServer
+from tabagent.serving.auth import service_token_from_env
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ class LocalChain:
         self.video = video
         self.separator_model = separator_model
         self.model_dir = Path(model_dir) if model_dir else None
+        # The services answer this gateway only: the deployment's token, or one made for
+        # this chain when every service runs here.
+        remote = any(v for v in self.addrs.values())
+        self.token = service_token_from_env() or ("" if remote else secrets.token_urlsafe(24))
         self._servers: list[ServiceServer] = []
         self._embedded: dict[str, str] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -78,6 +84,7 @@ class LocalChain:
             transcriber_addr=self.addrs["transcriber"],
             video_addr=self.addrs["video"],
             data_dir=self._tmp.name,
+            service_token=self.token,
         )
         server, port = create_server(config, Downstream(config, ready_timeout=900.0), address=f"{LOOPBACK}:0")
         self.servicer = server.servicer
@@ -89,7 +96,7 @@ class LocalChain:
         from separator_svc.server import create_server as create
 
         config = SeparatorConfig.from_env(model_dir=self.model_dir)
-        changes: dict[str, Any] = {"metrics_port": 0}
+        changes: dict[str, Any] = {"metrics_port": 0, "service_token": self.token}
         if self.separator_model:
             changes["models"] = (self.separator_model,)
         config = dataclasses.replace(config, **changes)
@@ -101,7 +108,7 @@ class LocalChain:
         from transcriber_svc.holder import ModelHolder
         from transcriber_svc.server import create_server as create
 
-        config = dataclasses.replace(TranscriberConfig.from_env(), metrics_port=0)
+        config = dataclasses.replace(TranscriberConfig.from_env(), metrics_port=0, service_token=self.token)
         server, port = create(config, ModelHolder.from_config(config), address=f"{LOOPBACK}:0")
         self.addrs["transcriber"] = self._embedded["transcriber"] = await self._run(server, "transcriber", port)
 
@@ -110,7 +117,7 @@ class LocalChain:
         from video_svc.holder import ModelHolder
         from video_svc.server import create_server as create
 
-        config = dataclasses.replace(VideoConfig.from_env(), metrics_port=0)
+        config = dataclasses.replace(VideoConfig.from_env(), metrics_port=0, service_token=self.token)
         server, port = create(config, ModelHolder(config), address=f"{LOOPBACK}:0")
         self.addrs["video"] = self._embedded["video"] = await self._run(server, "video", port)
 

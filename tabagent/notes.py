@@ -24,6 +24,10 @@ class Note:
     technique: str = ""
     pitch_bend: list[float] = field(default_factory=list)
     confidence: float = 0.0
+    # How much the sound's energy jumps at the onset (0 = not measured): the transcriber
+    # measures it for technique detection (a pick re-excites the string, a hammer-on less,
+    # a bend or slide not at all). Not sent in messages nor written to result.json.
+    attack: float = 0.0
 
     @property
     def duration(self) -> float:

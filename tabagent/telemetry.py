@@ -209,3 +209,19 @@ def client_interceptors() -> list[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors())
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Calls made inside start no trace: their parent is a span that is not sampled.
+
+    For background chatter (the gateway checking its services' health every second),
+    which would otherwise fill the trace store with one-span traces.
+    """
+    parent = trace.NonRecordingSpan(trace.SpanContext(
+        trace_id=0x1, span_id=0x1, is_remote=False, trace_flags=trace.TraceFlags(0)))
+    token = otel_context.attach(trace.set_span_in_context(parent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

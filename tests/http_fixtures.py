@@ -22,7 +22,8 @@ from launcher.embedded import LocalChain
 def gateway_config(chain: LocalChain, data_dir: Path, **changes: Any) -> GatewayConfig:
     """Settings for an HTTP gateway in front of `chain`'s services, storing under `data_dir`."""
     values: dict[str, Any] = {"separator_addr": chain.addrs["separator"], "transcriber_addr": chain.addrs["transcriber"],
-                              "video_addr": chain.addrs.get("video", ""), "data_dir": str(data_dir)}
+                              "video_addr": chain.addrs.get("video", ""), "data_dir": str(data_dir),
+                              "service_token": chain.token}
     return dataclasses.replace(GatewayConfig(), **{**values, **changes})
 
 

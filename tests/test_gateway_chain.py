@@ -257,3 +257,25 @@ async def test_video_through_the_chain(tmp_path: Path) -> None:
     codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
     assert codecs == {"video": "h264", "audio": "aac"}
     assert abs(float(info["format"]["duration"]) - song.seconds) < 0.1
+
+
+async def test_lead_and_rhythm_parts_from_a_panned_mix(client: AsyncClient, tmp_path: Path) -> None:
+    from evalkit import lead_rhythm
+
+    song = next(lead_rhythm.song(7, "dev", "synth", ("stereo",), seconds=8.0))
+    wav = write_audio(tmp_path / "panned.wav", song.mix)
+    config = process_config(filename="panned.wav", parts=["lead", "rhythm", "bass"])
+    got = await collect(client, wav, config, tmp_path)
+    assert got.done is not None
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert list(doc["parts"]) == ["lead", "rhythm", "bass"]
+    assert doc["parts"]["lead"]["instrument"] == doc["parts"]["rhythm"]["instrument"] == "guitar"
+    right = wrong = 0
+    for part, other in (("lead", "rhythm"), ("rhythm", "lead")):
+        assert got.notes[part] and count_collisions(got.notes[part]) == 0
+        right += round(onset_scores(song.truth[part], got.notes[part]).precision * len(got.notes[part]))
+        wrong += round(onset_scores(song.truth[other], got.notes[part]).precision * len(got.notes[part]))
+    assert right / (right + wrong) > 0.85, (right, wrong)
+    tab = (tmp_path / "tab.txt").read_text()
+    assert " - lead (guitar" in tab and " - rhythm (guitar" in tab and " - bass (bass" in tab
+    assert_exports_match(doc, tmp_path)

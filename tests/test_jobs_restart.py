@@ -177,7 +177,7 @@ async def test_sigkill_mid_job_then_restart(chain: LocalChain, songs: dict[str, 
            "VIDEO_ADDR": "", "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0", "GATEWAY_HTTP_PORT": str(port),
            "GATEWAY_METRICS_PORT": "0", "TABAGENT_DATA_DIR": str(data), "TABAGENT_DB_URL": "",
            "TABAGENT_API_KEY": KEY, "TABAGENT_HTTP_MAX_RUNNING": "1", "TABAGENT_HTTP_MAX_BACKLOG": "4",
-           "TABAGENT_LOG_LEVEL": "INFO"}
+           "TABAGENT_LOG_LEVEL": "INFO", "TABAGENT_SERVICE_TOKEN": chain.token}
     log = tmp_path / "gateway.log"
     headers = {"Authorization": f"Bearer {KEY}"}
     proc = await start_gateway(env, log)

@@ -56,7 +56,7 @@ async def gateway(chain: LocalChain, tmp_path: Path, serving: bool = True,
                   **changes: object) -> AsyncIterator[tuple[str, ServiceServer]]:
     """A gateway gRPC server of its own in front of `chain`'s services."""
     values = {"separator_addr": chain.addrs["separator"], "transcriber_addr": chain.addrs["transcriber"],
-              "data_dir": str(tmp_path / "gw")}
+              "data_dir": str(tmp_path / "gw"), "service_token": chain.token}
     config = dataclasses.replace(GatewayConfig(), **{**values, **changes})
     downstream = Downstream(config)
     server, port = create_server(config, downstream, address="127.0.0.1:0")
@@ -155,13 +155,26 @@ async def test_retries_a_busy_gateway_then_succeeds(chain: LocalChain, songs, tm
                for r in caplog.records)
 
 
-async def test_retries_a_gateway_that_is_not_ready_yet(chain: LocalChain, songs, tmp_path: Path) -> None:
+async def test_a_song_waits_for_a_gateway_that_is_not_ready_yet(chain: LocalChain, songs,
+                                                                    tmp_path: Path) -> None:
     async with gateway(chain, tmp_path, serving=False) as (address, server), \
-            AsyncClient(address, retries=8, backoff=0.1) as client:
+            AsyncClient(address, retries=0) as client:
         task = asyncio.create_task(collect(client, songs["short"], process_config()))
         await asyncio.sleep(0.6)
         assert not task.done()
-        await server.warm()  # every service is SERVING: so is the gateway
+        await server.warm()  # every service is SERVING: so is the gateway, and the song goes on
+        got = await task
+    assert got.done is not None and client.attempts == 1
+
+
+async def test_retries_a_gateway_not_ready_within_the_songs_deadline(chain: LocalChain, songs,
+                                                                      tmp_path: Path) -> None:
+    async with gateway(chain, tmp_path, serving=False, ready_wait=0.3) as (address, server), \
+            AsyncClient(address, retries=8, backoff=0.1) as client:
+        task = asyncio.create_task(collect(client, songs["short"], process_config()))
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        await server.warm()
         got = await task
     assert got.done is not None and client.attempts > 1
 

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from gateway.artifacts import content_disposition, download_name
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.events import END_TYPES, KEEPALIVE_SECONDS, JobEvent
@@ -209,8 +210,11 @@ def router(config: GatewayConfig, manager: JobManager, store: JobStore, auth: Au
         path = (folder / entry["path"]).resolve()
         if not path.is_relative_to(folder) or not path.is_file():
             raise HTTPException(410, f"the file of artifact {entry['name']!r} is gone")
-        return FileResponse(path, media_type=entry["content_type"], filename=entry["name"],
-                            content_disposition_type="attachment" if download else "inline")
+        # Saved as "<title> - tab.gp5" in any script: an ASCII name plus RFC 5987's filename*.
+        disposition = content_disposition("attachment" if download else "inline",
+                                          download_name(record.title, entry["name"]))
+        return FileResponse(path, media_type=entry["content_type"],
+                            headers={"Content-Disposition": disposition})
 
     @routes.delete("/v1/jobs/{job_id}", dependencies=[key], status_code=204,
                    responses={**ERRORS, 202: {"model": JobView, "description": "the job was cancelled"}},

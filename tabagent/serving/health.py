@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -32,6 +33,7 @@ class Health:
         self.ready = False
         self.draining = False
         self._in_flight = in_flight
+        self._changed: asyncio.Event | None = None
         # The aio servicer starts "" as SERVING and set() is async: seed NOT_SERVING for
         # every name now, before the server starts and before any watcher exists.
         for name in ["", *self.service_names]:
@@ -53,6 +55,28 @@ class Health:
         self.ready = serving
         for name in ["", *self.service_names]:
             await self.servicer.set(name, status)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_ready(self, timeout: float | None) -> bool:
+        """Wait until SERVING (True), a drain begins or `timeout` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.ready and not self.draining:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return False
+        return self.ready
 
     @property
     def in_flight(self) -> int | None:
@@ -63,6 +87,7 @@ class Health:
         """Go NOT_SERVING for good and tell watchers (the graceful drain follows)."""
         self.ready = False
         self.draining = True
+        self._notify()
         await self.servicer.enter_graceful_shutdown()
 
 

@@ -12,6 +12,9 @@ Every service (separator, transcriber, video, gateway) starts the same way:
 
 `config` is the service's frozen settings (`host`, `port`, `metrics_port`, `grace`,
 `ServerSettings`); the servicer is built as `servicer(config, model, health, metrics)`.
+Who may call comes from the config too: a model service takes `config.service_token`
+(the gateway's shared secret), the gateway its users' keys (`ServiceSpec.authenticator`);
+`config.reflection` turns gRPC reflection on (off by default).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from grpc_reflection.v1alpha import reflection
 
 from tabagent import telemetry
 from tabagent.metrics import ServiceMetrics, start_http_server
+from tabagent.serving.auth import Authenticator, token_check
 from tabagent.serving.health import Health
-from tabagent.serving.interceptors import RequestInterceptor
+from tabagent.serving.interceptors import UNAUTHENTICATED, RequestInterceptor
 from tabagent.serving.model import WarmModel
 from tabagent.serving.options import MAX_CONNECTION_AGE_MS, MAX_MESSAGE_BYTES, server_options
 
@@ -61,12 +65,23 @@ class ServiceSpec:
             and the process's trace resource `tabagent-<name>`.
         servicer: builds the servicer as `servicer(config, model, health, metrics)`.
         register: adds it to a server (the generated `add_<Service>Servicer_to_server`).
+        authenticator: builds the token check from the config; None: the config's
+            `service_token` (a model service, called by the gateway only).
+        refusal: what a caller without a good token is told (UNAUTHENTICATED).
     """
 
     full_name: str
     name: str
     servicer: Callable[[Any, Any, Health, ServiceMetrics], Any]
     register: Callable[[Any, grpc.aio.Server], None]
+    authenticator: Callable[[Any], Authenticator | None] | None = None
+    refusal: str = UNAUTHENTICATED
+
+    def check_for(self, config: Any) -> Authenticator | None:
+        """The token check this service applies under `config` (None: every caller passes)."""
+        if self.authenticator is not None:
+            return self.authenticator(config)
+        return token_check(getattr(config, "service_token", ""))
 
 
 class Companion(Protocol):
@@ -88,12 +103,16 @@ def new_server(
     metrics: ServiceMetrics | None = None,
     name: str | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    authenticate: Authenticator | None = None,
+    reflection_on: bool = False,
+    refusal: str = UNAUTHENTICATED,
 ) -> tuple[grpc.aio.Server, Health]:
-    """Create an aio server with health (NOT_SERVING) and reflection registered.
+    """Create an aio server with health (NOT_SERVING) registered, and reflection if asked.
 
-    Every RPC but health and reflection goes through one RequestInterceptor: counted in
+    Every RPC goes through one RequestInterceptor: refused with UNAUTHENTICATED unless
+    `authenticate` accepts its bearer token (health checks aside), counted in
     `health.in_flight` (for the drain), run in a SERVER span continuing the caller's
-    trace, and recorded in `metrics`.
+    trace, and recorded in `metrics` (health and reflection aside).
 
     Args:
         service_full_names: e.g. ["tabagent.v1.Separator"].
@@ -102,13 +121,17 @@ def new_server(
         name: the service's short name on its spans (`tabagent.service`); default
             from the first full name ("tabagent.v1.VideoRenderer" -> "video").
         max_message_bytes: largest message accepted or sent.
+        authenticate: the token check; None lets every caller in.
+        reflection_on: answer gRPC reflection (it tells anyone who asks what the server
+            serves, so it is off unless a setting turns it on).
+        refusal: the UNAUTHENTICATED message.
 
     Returns:
         (server, health); the caller adds its servicer and a port, then starts it.
     """
     if name is None:
         name = telemetry.short_name(service_full_names[0]) if service_full_names else ""
-    requests = RequestInterceptor(name, metrics)
+    requests = RequestInterceptor(name, metrics, authenticate, refusal)
     server = grpc.aio.server(
         interceptors=[requests],
         options=[*server_options(max_message_bytes), ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS)],
@@ -116,10 +139,16 @@ def new_server(
     status = Health(server, service_full_names, lambda: requests.in_flight)
     if metrics is not None:
         metrics.bind_in_flight(lambda: requests.in_flight)
-    reflection.enable_server_reflection(
-        [*service_full_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-    )
+    if reflection_on:
+        reflection.enable_server_reflection(
+            [*service_full_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+        )
     return server, status
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "::1", "localhost")
 
 
 def bind(server: grpc.aio.Server, address: str) -> int:
@@ -145,6 +174,12 @@ class ServiceServer:
         self.metrics = metrics
         self.model = model
         self.servicer = servicer
+        self._follower: asyncio.Future[Any] | None = None
+
+    def _stop_following(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
 
     async def start(self) -> None:
         """Start accepting RPCs (NOT_SERVING until `warm()`)."""
@@ -159,19 +194,29 @@ class ServiceServer:
             self.metrics.set_model(info.name, info.version, info.device, info.fallback, took)
         await self.health.set_serving(True)
         log.info("%s SERVING after %.2f s of warm-up", self.spec.name, took)
+        follow = getattr(self.model, "follow", None)
+        if follow is not None and self._follower is None:
+            # A model that depends on others (the gateway's services) keeps health in step
+            # with them from now on: NOT_SERVING while one is down or warming.
+            self._follower = asyncio.ensure_future(follow(self.health.set_serving))
 
     async def stop(self, grace: float | None) -> None:
         """Stop the gRPC server (running RPCs get `grace` seconds; None cancels them)."""
+        self._stop_following()
         await self.server.stop(grace)
 
     async def drain(self, grace: float) -> float:
         """Stop gracefully, as SIGTERM does (see `drain`)."""
+        self._stop_following()
         return await drain(self.server, self.health, grace)
 
     async def serve(self, grace: float, stop: asyncio.Event | None = None,
                     beside: Sequence[Companion] = ()) -> None:
         """Start, warm, serve until SIGTERM/SIGINT (or `stop`), drain (see `serve_until_signal`)."""
-        await serve_until_signal(self.server, self.health, self.warm, grace, stop, beside)
+        try:
+            await serve_until_signal(self.server, self.health, self.warm, grace, stop, beside)
+        finally:
+            self._stop_following()
 
 
 def create_server(spec: ServiceSpec, config: ServerSettings, model: WarmModel,
@@ -190,7 +235,14 @@ def create_server(spec: ServiceSpec, config: ServerSettings, model: WarmModel,
         (server, bound port).
     """
     metrics = metrics or ServiceMetrics(spec.name)
-    server, health_state = new_server([spec.full_name], metrics, spec.name)
+    check = spec.check_for(config)
+    server, health_state = new_server([spec.full_name], metrics, spec.name, authenticate=check,
+                                      reflection_on=bool(getattr(config, "reflection", False)),
+                                      refusal=spec.refusal)
+    if check is None and not _loopback(address or f"{config.host}:{config.port}"):
+        log.warning("%s: no token configured: any caller that reaches %s may use it (set %s)",
+                    spec.name, address or f"{config.host}:{config.port}",
+                    "TABAGENT_API_KEY" if spec.authenticator is not None else "TABAGENT_SERVICE_TOKEN")
     servicer = spec.servicer(config, model, health_state, metrics)
     spec.register(servicer, server)
     port = bind(server, address or f"{config.host}:{config.port}")
@@ -215,7 +267,10 @@ async def run_service(spec: ServiceSpec, config: ServerSettings, model: WarmMode
     """
     telemetry.setup(f"tabagent-{spec.name}")
     server, port = create_server(spec, config, model, metrics=metrics)
-    http = start_http_server(config.metrics_port, server.metrics.registry) if config.metrics_port else None
+    # Metrics follow the gRPC port onto loopback (`tabagent up`); elsewhere every interface.
+    metrics_addr = "127.0.0.1" if _loopback(f"{config.host}:0") else "0.0.0.0"
+    http = (start_http_server(config.metrics_port, server.metrics.registry, addr=metrics_addr)
+            if config.metrics_port else None)
     log.info("%s listening on %s:%d", spec.name, config.host, port)
     try:
         await server.serve(config.grace, stop, beside)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from tabagent.errors import BadConfig, TabAgentError
+from tabagent.errors import BadConfig, TabAgentError, rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,21 @@ def grpc_stream_errors(service: str) -> Callable[[Handler[T]], Handler[T]]:
     def decorate(fn: Handler[T]) -> Handler[T]:
         @functools.wraps(fn)
         async def wrapper(self: Any, request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+            requests = _Counted(request_iterator)
             try:
-                async for response in fn(self, request_iterator, context):
+                async for response in fn(self, requests, context):
                     yield response
             except TabAgentError as exc:
                 log.info("%s stream ended: %s %s", service, exc.code.name, exc.message)
+                if not requests.read:
+                    await requests.take_first()
                 await context.abort(exc.code, exc.message)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except grpc.RpcError as exc:  # a nested call failed and was not wrapped
-                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                code, details = rpc_status(exc)
                 log.warning("%s: downstream error %s", service, exc)
-                await context.abort(code, f"{service}: downstream call failed: {getattr(exc, 'details', lambda: '')()}")
+                await context.abort(code, f"{service}: downstream call failed: {details}")
             except Exception as exc:
                 log.exception("%s: unexpected failure", service)
                 await context.abort(
@@ -52,6 +55,35 @@ def grpc_stream_errors(service: str) -> Callable[[Handler[T]], Handler[T]]:
         return wrapper
 
     return decorate
+
+
+class _Counted:
+    """A request stream that knows whether the handler has read from it.
+
+    A refusal (busy, not ready, no token) sent while the client is still writing its first
+    message reaches the client as grpc's write failure, "Internal error from Core", not
+    as the status sent (grpc/grpc#36066): a handler that refuses before reading anything
+    reads that first message first, so the client sees RESOURCE_EXHAUSTED or UNAVAILABLE.
+    """
+
+    FIRST_WAIT = 2.0
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.read = False
+
+    def __aiter__(self) -> _Counted:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.read = True
+        return await self.inner.__anext__()
+
+    async def take_first(self) -> None:
+        try:
+            await asyncio.wait_for(self.__anext__(), self.FIRST_WAIT)
+        except Exception:  # nothing came, or the client is gone: refuse anyway
+            pass
 
 
 END_OF_AUDIO = object()  # put in a read-ahead queue after the last audio chunk
