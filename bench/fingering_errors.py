@@ -44,7 +44,8 @@ import human_tabs  # noqa: E402
 
 from evalkit.tabcorpus import HumanTrack  # noqa: E402
 from tabagent import fingering  # noqa: E402
-from tabagent.fingering import FEATURES, assign, feature_weights  # noqa: E402
+from tabagent.fingering import assign  # noqa: E402
+from tabagent.fingering_search import FEATURES, Context, Search, feature_weights  # noqa: E402
 from tabagent.fretboard import group_events, weights_for  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 from tabagent.tuning import Tuning  # noqa: E402
@@ -176,8 +177,8 @@ def cost_gap(track: HumanTrack) -> tuple[np.ndarray, float]:
     weights = weights_for(track.tuning)
     playable, _ = fingering._split_range(notes, track.tuning)
     events, _ = fingering._events(playable, track.tuning, weights)
-    search = fingering._Search(track.tuning, weights)
-    start = fingering._Context.start(len(track.tuning.strings))
+    search = Search(track.tuning, weights)
+    start = Context.start(len(track.tuning.strings))
     layers = search.layers(events)
     search.run(events, start, layers)
     free = search.path_features(events, start, layers, search.last_states)

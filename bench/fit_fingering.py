@@ -37,13 +37,13 @@ from fingering_errors import dev_tracks  # noqa: E402
 
 from evalkit.tabcorpus import HumanTrack  # noqa: E402
 from tabagent import fingering  # noqa: E402
-from tabagent.fingering import (  # noqa: E402
+from tabagent.fingering import _events  # noqa: E402
+from tabagent.fingering_search import (  # noqa: E402
     FEATURES,
     STATE_FEATURES,
-    _Context,
-    _events,
-    _Layer,
-    _Search,
+    Context,
+    Layer,
+    Search,
     feature_weights,
 )
 from tabagent.fretboard import Event, Weights, weights_for  # noqa: E402
@@ -63,7 +63,7 @@ class Item:
 
     track: HumanTrack
     events: list[Event]
-    layers: list[_Layer]
+    layers: list[Layer]
     gold: list[np.ndarray]      # per layer: the states that match the human
     wrong: list[np.ndarray]     # per layer and state: notes placed elsewhere than the human
     notes: int
@@ -75,7 +75,7 @@ def prepare(track: HumanTrack, weights: Weights) -> Item:
     human = {id(n): (h.string, h.fret) for h, n in zip(track.notes, notes, strict=True)}
     playable, _ = fingering._split_range(notes, track.tuning)
     events, _ = _events(playable, track.tuning, weights)
-    search = _Search(track.tuning, weights)
+    search = Search(track.tuning, weights)
     layers = search.layers(events)
     gold, wrong = [], []
     for event, layer in zip(events, layers, strict=True):
@@ -98,7 +98,7 @@ def decode(item: Item, base: Weights, vector: np.ndarray, margin: float = 0.0,
            gold: bool = False) -> tuple[np.ndarray, float, int]:
     """The best path's features, cost and matched notes (against the human) under `vector`."""
     weights = _weights(base, vector)
-    search = _Search(item.track.tuning, weights)
+    search = Search(item.track.tuning, weights)
     layers = []
     for k, layer in enumerate(item.layers):
         layer.static = layer.fixed + layer.features @ vector[:N_STATE]
@@ -106,7 +106,7 @@ def decode(item: Item, base: Weights, vector: np.ndarray, margin: float = 0.0,
     extra = None
     if margin and not gold:
         extra = [-margin * w for w in item.wrong]
-    start = _Context.start(len(item.track.tuning.strings))
+    start = Context.start(len(item.track.tuning.strings))
     search.run(item.events, start, layers, extra)
     states = search.last_states
     phi = search.path_features(item.events, start, layers, states)

@@ -16,7 +16,7 @@ import pytest
 from evalkit.fingering_corpus import PIECES, by_name
 from evalkit.scoring import count_collisions
 from launcher.fingering_cli import run
-from tabagent import fingering
+from tabagent import fingering, fingering_search
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, finger_json, lowest_fret
@@ -158,13 +158,13 @@ def test_search_cost_is_its_named_features_times_their_weights() -> None:
     notes = _line([40, (45, 52, 57), 59, 62, 64, 67, (48, 55, 60), 69, 71, 72, (43, 50, 55, 59), 74, 67])
     weights = weights_for(GUITAR)
     events, _ = fingering._events(notes, GUITAR, weights)
-    search = fingering._Search(GUITAR, weights)
+    search = fingering_search.Search(GUITAR, weights)
     layers = search.layers(events)
-    start = fingering._Context.start(len(GUITAR.strings))
+    start = fingering_search.Context.start(len(GUITAR.strings))
     path = search.run(events, start, layers)
     features = search.path_features(events, start, layers, search.last_states)
-    assert len(features) == len(fingering.FEATURES) + 1
-    assert features[:-1] @ fingering.feature_weights(weights) + features[-1] == pytest.approx(search.last_cost)
+    assert len(features) == len(fingering_search.FEATURES) + 1
+    assert features[:-1] @ fingering_search.feature_weights(weights) + features[-1] == pytest.approx(search.last_cost)
     # The states the search reports are the path it returns.
     assert [(int(layer.shape[k]), int(layer.p[k])) for layer, k in zip(layers, search.last_states, strict=True)] == path
 
