@@ -19,7 +19,7 @@ open string, where a lead is played up the neck or not).
 
 It also prices the human's fingering with the engine's own cost (`--costs`): the search
 is run once freely and once held to the human's string and fret at every note, and each
-cost term (`tabagent.fingering.FEATURES` times its weight) is summed along both paths. A
+cost term (`tabagent.fingering_search.FEATURES` times its weight) is summed along both paths. A
 term that the human's path pays more for is one that pushes the engine off the human.
 
 The held-out songs are never read here: their errors must not steer the engine.

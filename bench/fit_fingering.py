@@ -3,17 +3,19 @@
     .venv/bin/python bench/fit_fingering.py guitar            # leave-one-song-out, then all dev
     .venv/bin/python bench/fit_fingering.py bass --epochs 30
 
-The search's cost is a weighted sum of named features (`tabagent.fingering.FEATURES`:
+The search's cost is a weighted sum of named features (`tabagent.fingering_search.FEATURES`:
 shape stretch, hand height, open strings, shifts, string crossings...). Each dev track
 gives the human's path: the states whose shape puts every note on the human's string and
 fret, the hand position chosen by the search itself among those. The fit lowers the
 human path's cost below every other path's by a margin of one per note placed elsewhere
-(the structured hinge loss, minimised by AdaGrad subgradient steps, with the weights
-held near the hand-set ones by an L2 term). Cross-validation leaves one dev song out at
-a time and scores it with the weights fitted on the others; only the dev songs are read.
+(the structured hinge loss, minimised by AdaGrad subgradient steps from the hand-set
+weights, optionally held near them by an L2 term). Cross-validation leaves one dev song
+out at a time and scores it with the weights fitted on the others; only the dev songs
+are read.
 
-The weights printed at the end are what goes into `tabagent.fretboard` (GUITAR, BASS)
-by hand, rounded: the engine ships constants, not this script's output.
+Weights printed at the end would go into `tabagent.fretboard` (GUITAR, BASS) by hand,
+rounded: the engine ships constants, not this script's output. None has so far: fitted
+on four dev songs the weights score the fifth below the hand-set ones (docs/ACCURACY.md).
 """
 
 from __future__ import annotations
