@@ -194,6 +194,68 @@ def cost_gap(track: HumanTrack) -> tuple[np.ndarray, float]:
     return (kept - free)[:-1] * feature_weights(weights), engine_cost
 
 
+def box_oracle(track: HumanTrack) -> tuple[int, int]:
+    """Notes right when the search is held to the human's hand position at every event.
+
+    The hand may sit at any position from which the human's shape is playable; within it
+    the search still picks string and fret. Returns (right when held, right when free).
+    """
+    notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
+    human = {id(n): (h.string, h.fret) for h, n in zip(track.notes, notes, strict=True)}
+    weights = weights_for(track.tuning)
+    playable, _ = fingering._split_range(notes, track.tuning)
+    events, _ = fingering._events(playable, track.tuning, weights)
+    search = Search(track.tuning, weights)
+    start = Context.start(len(track.tuning.strings))
+    layers = search.layers(events)
+    held = []
+    for event, layer in zip(events, layers, strict=True):
+        want = [human[id(n)] for n in event.notes]
+        match = np.all([(layer.strings[:, k] == s) & (layer.frets[:, k] == f) for k, (s, f) in enumerate(want)],
+                       axis=0)
+        rows = np.flatnonzero(np.isin(layer.p, layer.p[match]))
+        held.append(layer.take(rows) if len(rows) else layer)
+    counts = []
+    for chosen in (held, layers):
+        path = search.run(events, start, chosen)
+        right = 0
+        for event, (k, _) in zip(events, path, strict=True):
+            shape = event.shapes[k]
+            right += sum((s, f) == human[id(n)] for n, s, f in zip(event.notes, shape.strings, shape.frets, strict=True))
+        counts.append(right)
+    return counts[0], counts[1]
+
+
+def register_report(tracks: Sequence[HumanTrack]) -> str:
+    """Markdown: single notes of the dev guitar tracks by register, agreement and where the engine sits."""
+    rows: dict[int, list[int]] = {}
+    for track in tracks:
+        if track.instrument != "guitar" or len(track.notes) < human_tabs.SMALL_TRACK:
+            continue
+        notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
+        assign(notes, track.tuning)
+        human = {id(e): h for h, e in zip(track.notes, notes, strict=True)}
+        low = min(track.tuning.sounding)
+        for event in group_events(sorted(notes, key=lambda n: (n.start, n.pitch))):
+            if len(event) != 1:
+                continue
+            n, h = event[0], human[id(event[0])]
+            row = rows.setdefault((n.pitch - low) // 6, [0, 0, 0, 0, 0])
+            row[0] += 1
+            row[1] += (n.string, n.fret) == (h.string, h.fret)
+            row[2] += n.fret < h.fret
+            row[3] += h.fret
+            row[4] += n.fret
+    lines = ["| semitones above the lowest string | single notes | agreement | engine lower on the neck | "
+             "mean fret, human / engine |", "| --- | ---: | ---: | ---: | ---: |"]
+    for band in sorted(rows):
+        n, right, lower, hf, ef = rows[band]
+        if n >= 100:
+            lines.append(f"| {6 * band}-{6 * band + 5} | {n} | {100 * right / n:.1f}% | {100 * lower / n:.1f}% | "
+                         f"{hf / n:.1f} / {ef / n:.1f} |")
+    return "\n".join(lines)
+
+
 def cost_report(tracks: Sequence[HumanTrack], top: int = 4) -> str:
     """Markdown: per dev track, the cost terms that most favour the engine's fingering over the human's."""
     lines = ["| track | notes | human's extra cost per note | terms that cost the human's fingering most |",
@@ -215,10 +277,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=60, help="events to show with --track")
     parser.add_argument("--skip", type=int, default=0, help="events to skip with --track")
     parser.add_argument("--costs", action="store_true", help="the cost terms that part the engine from the human")
+    parser.add_argument("--boxes", action="store_true",
+                        help="agreement when held to the human's hand position, and single notes by register")
     args = parser.parse_args(argv)
     tracks = dev_tracks()
     if args.costs:
         print(cost_report(tracks))
+        return 0
+    if args.boxes:
+        held = free = total = 0
+        for track in tracks:
+            if len(track.notes) >= human_tabs.SMALL_TRACK:
+                a, b = box_oracle(track)
+                held, free, total = held + a, free + b, total + len(track.notes)
+        print(f"Dev tracks of {human_tabs.SMALL_TRACK}+ notes: {100 * free / total:.1f}% free, "
+              f"{100 * held / total:.1f}% held to the human's hand position.\n")
+        print(register_report(tracks))
         return 0
     if args.track:
         for track in tracks:
