@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -41,7 +42,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -201,7 +201,7 @@ async def wait_readyz(port: int, started: float) -> float:
 
 
 # -- the measurements ---------------------------------------------------------------------------
-def service_start(tree: Tree, name: str, work: Path) -> dict[str, float]:
+def service_start(tree: Tree, *, name: str, work: Path) -> dict[str, float]:
     """One model service alone: spawn -> port open -> SERVING."""
     module, prefix, full_name = SERVICES[name]
     port = free_port()
@@ -326,7 +326,7 @@ def main() -> int:
         if "services" in only:
             rows: dict[str, dict[str, list[float]]] = {t.name: {} for t in trees}
             for name in SERVICES:
-                got = collect(trees, args.runs, name, lambda t, n=name: service_start(t, n, work))
+                got = collect(trees, args.runs, name, functools.partial(service_start, name=name, work=work))
                 for tree_name, values in got.items():
                     rows[tree_name][f"{name}: port open"] = values["listening"]
                     rows[tree_name][f"{name}: SERVING"] = values["serving"]
