@@ -53,6 +53,9 @@ SERVICES = {
     "video": ("video_svc", "VIDEO", "tabagent.v1.VideoRenderer"),
 }
 GATEWAY = "tabagent.v1.Gateway"
+# What a fresh interpreter costs with nothing, and with torch (which the separator still
+# imports on its DSP fallback): the floor under every figure, and what is left to cut.
+REFERENCES = {"reference: bare interpreter": "pass", "reference: import torch": "import torch"}
 TIMEOUT = 300.0
 
 # Runs `tabagent run` (launcher.cli.main, what the console script calls) in a fresh
@@ -217,6 +220,16 @@ def service_start(tree: Tree, *, name: str, work: Path) -> dict[str, float]:
     return {"listening": listening, "serving": serving}
 
 
+def reference(tree: Tree, *, code: str) -> dict[str, float]:
+    """A fresh interpreter running `code`: spawn -> done, and done -> exit (teardown)."""
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-c", f"{code}\nimport time\nprint(repr(time.time()))"],
+                          cwd=tree.root, capture_output=True, text=True, check=True)
+    exited = time.time()
+    finished = float(done.stdout.strip().splitlines()[-1])
+    return {"done": finished - t0, "teardown": exited - finished}
+
+
 def up_start(tree: Tree, work: Path, clip: Path) -> dict[str, float]:
     """`tabagent up`: spawn -> each service SERVING -> gateway SERVING -> /readyz 200; then two songs."""
     env = base_env(work)
@@ -331,7 +344,15 @@ def main() -> int:
                     rows[tree_name][f"{name}: port open"] = values["listening"]
                     rows[tree_name][f"{name}: SERVING"] = values["serving"]
             keys = [f"{n}: {k}" for n in SERVICES for k in ("port open", "SERVING")]
-            sections += ["Each model service started alone (`python -m <service>`), seconds from the spawn:", "",
+            for label, code in REFERENCES.items():
+                got = collect(trees, args.runs, label, functools.partial(reference, code=code))
+                for tree_name, values in got.items():
+                    rows[tree_name][label] = values["done"]
+                    rows[tree_name][f"{label}: exit after"] = values["teardown"]
+                keys += [label, f"{label}: exit after"]
+            sections += ["Each model service started alone (`python -m <service>`), seconds from the spawn; "
+                         "the references are a fresh interpreter doing nothing and importing torch, from the "
+                         "spawn to done and from done to the process's exit (teardown):", "",
                          *compare_table(rows, keys, "service"), ""]
         if "up" in only:
             got = collect(trees, args.runs, "tabagent up", lambda t: up_start(t, work, clip))
