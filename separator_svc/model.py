@@ -39,7 +39,14 @@ import torch
 
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
 from separator_svc.config import default_hub_cache
-from separator_svc.fetch import FetchConfig, FetchError, LogProgress, Progress, WeightCache, load_bag
+from separator_svc.fetch import (
+    FetchConfig,
+    FetchError,
+    LogProgress,
+    Progress,
+    WeightCache,
+    load_bag,
+)
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
 from separator_svc.streaming import StreamingSeparator
 from tabagent.errors import BadConfig, ModelError

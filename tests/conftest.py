@@ -11,7 +11,6 @@ import pytest
 from tabagent.examples import Song, make_song
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Hermetic weights: no test downloads Demucs, or finds the developer's cached copy.
 
