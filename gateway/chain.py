@@ -75,6 +75,12 @@ def stem_for_part(instrument: str, sources: list[str]) -> str:
     return "other"
 
 
+def isolated_stem(instrument: str, model: audio_pb2.ModelInfo, sources: list[str]) -> bool:
+    """Whether a part's stem holds its instrument alone: a real model's own source of that
+    name (htdemucs_6s's "guitar"), not the DSP fallback's band split nor a 4-stem "other"."""
+    return model.backend != "dsp" and not model.fallback and instrument in sources
+
+
 def stems_to_request(instruments: list[str]) -> list[str]:
     """The stems a song's parts need, by names every separator model serves.
 
@@ -116,6 +122,7 @@ class Chain:
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
         # songs when both services are at their limits).
         self._separating = asyncio.Event()
+        self._isolated: dict[str, bool] = {}   # part -> its stem holds its instrument alone
         if spec.video and stubs.video is None:
             self.result.warnings.append("video was asked for but no video service is configured")
 
@@ -312,6 +319,7 @@ class Chain:
                         sources = list(info.stems) or list(info.sources)
                         for p in spec.parts:
                             routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                            self._isolated[p.name] = isolated_stem(p.instrument, info.model, list(info.sources))
                         if spec.return_stems:
                             from gateway.artifacts import StemWriter
 
@@ -334,17 +342,17 @@ class Chain:
     async def _transcribe(self, part: str, chunks: asyncio.Queue[Any], video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[part]
         spec = pr.spec
+        await self._separating.wait()
         config = transcriber_pb2.TranscribeConfig(
             instrument=spec.instrument, part=part, tuning=spec.tuning.to_proto(),
             onset_threshold=spec.onset_threshold, frame_threshold=spec.frame_threshold,
-            song_id=self.spec.song_id)
+            song_id=self.spec.song_id, isolated_stem=self._isolated.get(part, False))
 
         async def requests() -> AsyncIterator[transcriber_pb2.TranscribeRequest]:
             yield transcriber_pb2.TranscribeRequest(config=config)
             async for chunk in _queue_iter(chunks):
                 yield transcriber_pb2.TranscribeRequest(audio=chunk)
 
-        await self._separating.wait()
         with self._stage("transcribe", part=part):
             call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
             responses = 0

@@ -58,13 +58,18 @@ _MAX_FRAMES = 64  # frames masked per step, bounding the temporary arrays (~20 M
 class DspParams:
     """Tuning of the DSP separator (defaults measured on tabagent.examples songs)."""
 
-    n_fft: int = 8192
-    hop: int = 2048
+    n_fft: int = 4096
+    hop: int = 1024
     lookahead: int = 5            # frames each side of the harmonic (time) median
     freq_kernel: int = 17         # bins of the percussive (frequency) median
     power: float = 2.0            # mask exponent
     bass_lo: float = 80.0         # Hz: all bass below, crossover starts
     bass_hi: float = 150.0        # Hz: no bass above (but for the comb below)
+    # The crossover between bass and guitar when a guitar stem is asked for: lower than
+    # the bass stem's own, so a guitar's low strings (E2 82 Hz, drop D 73 Hz) keep their
+    # fundamentals, while only the bass comb takes bass harmonics above it.
+    guitar_lo: float = 40.0
+    guitar_hi: float = 70.0
     guitar_hi_lo: float = 5000.0  # Hz: guitar band fades out from here ...
     guitar_hi_hi: float = 8000.0  # ... to here
     bass_f0_min: float = 35.0     # Hz: range searched for the bass fundamental
@@ -76,8 +81,11 @@ class DspParams:
     bass_confidence: float = 0.5  # fundamental / strongest low peak for full trust
 
 
-# The bass stem's STFT (see MultiResolutionDspStream).
-BASS_PARAMS = DspParams(n_fft=4096, hop=1024)
+# The bass stem's STFT (see MultiResolutionDspStream), with its crossover at 250-400 Hz:
+# a bass line in D3-A3 (147-220 Hz) keeps its fundamentals and second harmonics in the
+# stem; the keys and guitars that come with them are the transcriber's bass line's to
+# reject (transcriber_svc.bassline).
+BASS_PARAMS = DspParams(n_fft=4096, hop=1024, bass_lo=250.0, bass_hi=400.0)
 
 
 def _bass_comb(harm: np.ndarray, bin_hz: float, p: DspParams) -> np.ndarray:
@@ -167,9 +175,12 @@ class DspStream(StemStream):
             raise ValueError("the synthesis assumes 75% overlap (n_fft == 4 * hop)")
         self._window = np.sqrt(np.hanning(n_fft + 1)[:-1]).astype(np.float32)  # periodic
         freqs = np.fft.rfftfreq(n_fft, 1.0 / self.sample_rate)
-        self._low = _ramp_down(freqs, params.bass_lo, params.bass_hi)
-        self._mid = _ramp_down(freqs, params.guitar_hi_lo, params.guitar_hi_hi)
         self._split_guitar = "guitar" in self.stems
+        if self._split_guitar:
+            self._low = _ramp_down(freqs, params.guitar_lo, params.guitar_hi)
+        else:
+            self._low = _ramp_down(freqs, params.bass_lo, params.bass_hi)
+        self._mid = _ramp_down(freqs, params.guitar_hi_lo, params.guitar_hi_hi)
         # Input not yet framed; the song is preceded by n_fft - hop zeros so every
         # sample from 0 on is covered by four frames.
         self._in = np.zeros((self.channels, n_fft - hop), np.float32)
