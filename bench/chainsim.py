@@ -113,13 +113,19 @@ def transcribe(stem: np.ndarray, instrument: str, tuning_name: str = "standard",
     return got.notes + rest.notes, got.out_of_range + rest.out_of_range
 
 
-def bleed_filter(parts: Mapping[str, list], instruments: Mapping[str, str]) -> dict[str, list]:
-    """The gateway's BleedFilter over whole parts."""
+def bleed_filter(parts: Mapping[str, list], instruments: Mapping[str, str], mix: np.ndarray | None = None
+                 ) -> dict[str, list]:
+    """The gateway's BleedFilter over whole parts (with the mix's stereo field, as the gateway)."""
     from gateway.crosspart import BleedFilter
+    from gateway.stereo import StereoField
     from tabagent.notes import Note
     from tabagent.v1 import audio_pb2
 
-    flt = BleedFilter(dict(instruments))
+    stereo = None
+    if mix is not None:
+        stereo = StereoField(seconds=mix.shape[0] / 44_100 + 1.0)
+        stereo.push(mix)
+    flt = BleedFilter(dict(instruments), stereo=stereo)
     out: dict[str, list] = {p: [] for p in parts}
     order = [p for p in parts if instruments[p] == "bass"] + [p for p in parts if instruments[p] != "bass"]
     batches = []
@@ -140,4 +146,4 @@ def simulate(name: str, mix: np.ndarray, guitar_tuning: str = "standard") -> dic
         "guitar": transcribe(stems["guitar"], "guitar", guitar_tuning)[0],
         "bass": transcribe(stems["bass"], "bass", "standard")[0],
     }
-    return bleed_filter(parts, {"guitar": "guitar", "bass": "bass"})
+    return bleed_filter(parts, {"guitar": "guitar", "bass": "bass"}, mix)

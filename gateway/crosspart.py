@@ -17,6 +17,12 @@ could have made (not on a bass note's pitch, octave, twelfth or double octave), 
 power chord's fifth over a bass an octave below or a strum's third. Then the event is the
 guitar's, and its root, fifth and octave were played, not heard from the bass.
 
+Where the mix is stereo and the guitar sits apart from the bass (the median position of
+the guitar's notes that no bass note starts with is at least STEREO_SPREAD from the bass
+note's), position decides instead of loudness and length: a note is bleed when its
+partials come from nearer the bass's place in the mix than the guitar's
+(`gateway.stereo`).
+
 Measured with bench/family_accuracy.py (dev songs) and bench/chain_accuracy.py
 (docs/ACCURACY.md): the chord-tone exemption and the unison ratio keep strummed chords,
 power chords and a solo guitar's bass strings (a solo acoustic guitar lost a quarter of
@@ -32,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from gateway.stereo import StereoField
 from tabagent.v1 import audio_pb2
 
 TOLERANCE = 0.06        # seconds between onsets that count as "together"
@@ -40,6 +47,8 @@ OCTAVE_MAX_VELOCITY = 0.5
 OVERTONES = (12, 19)    # semitones above the bass: octave, twelfth
 EXPLAINED = (0, 12, 19, 24)   # above a bass note, where its own partials put notes
 MIRROR_LENGTH = 0.4     # |guitar length / bass length - 1| under this: "as long"
+STEREO_SPREAD = 0.1     # guitar and bass this far apart (pan units): position decides
+STEREO_NOTES = 8        # guitar notes measured before the guitar's position is trusted
 
 
 @dataclass(frozen=True)
@@ -64,10 +73,14 @@ class BleedFilter:
     Args:
         instruments: part name -> instrument ("guitar", "bass").
         tolerance: onset distance in seconds for two notes to count as one event.
+        stereo: the song's mix, for where notes sit (None: loudness and length only).
     """
 
-    def __init__(self, instruments: dict[str, str], tolerance: float = TOLERANCE) -> None:
+    def __init__(self, instruments: dict[str, str], tolerance: float = TOLERANCE,
+                 stereo: StereoField | None = None) -> None:
         self.tolerance = tolerance
+        self.stereo = stereo
+        self._sides: dict[str, list[float]] = {}            # part -> recent positions of its own notes
         self.bass = [p for p, i in instruments.items() if i == "bass"]
         self.upper = [p for p, i in instruments.items() if i != "bass"] if self.bass else []
         self._bass_notes: list[_Bass] = []                  # recent only
@@ -113,11 +126,39 @@ class BleedFilter:
         return any(other is not note and abs(other.start - note.start) <= self.tolerance
                    and not self._explained(other) for other in (*held.recent, *held.notes))
 
-    def _doubles_bass(self, note: audio_pb2.Note, held: _Held) -> bool:
+    def _side(self, part: str) -> float | None:
+        """The median position of the part's notes that no bass note starts with."""
+        sides = self._sides.get(part, [])
+        return float(sorted(sides)[len(sides) // 2]) if len(sides) >= STEREO_NOTES else None
+
+    def _by_position(self, part: str, note: audio_pb2.Note, bass: _Bass) -> bool | None:
+        """True/False: the note is / is not the bass's by where it sits; None: no evidence."""
+        side = self._side(part)
+        if self.stereo is None or side is None:
+            return None
+        at_bass = self.stereo.pan(bass.pitch, bass.start)
+        at_note = self.stereo.pan(note.pitch, note.start)
+        if at_bass is None or at_note is None or abs(side - at_bass) < STEREO_SPREAD:
+            return None
+        return abs(at_note - at_bass) < abs(at_note - side)
+
+    def _doubles_bass(self, part: str, note: audio_pb2.Note, held: _Held) -> bool:
         partners = self._partners(note)
-        if not partners or self._chord_tone(note, held):
+        if not partners:
+            if self.stereo is not None:
+                pan = self.stereo.pan(note.pitch, note.start)
+                if pan is not None:
+                    sides = self._sides.setdefault(part, [])
+                    sides.append(pan)
+                    del sides[:-200]
+            return False
+        if self._chord_tone(note, held):
             return False
         for bass in partners:
+            if note.pitch - bass.pitch in EXPLAINED:
+                decided = self._by_position(part, note, bass)
+                if decided is not None:
+                    return decided
             interval = note.pitch - bass.pitch
             if interval == 0 and note.velocity < UNISON_RATIO * bass.velocity:
                 return True
@@ -137,7 +178,7 @@ class BleedFilter:
             if not ready and not (held.out_of_range and horizon >= held.final_until):
                 continue
             # Decided with every note that starts with them in view (held ones included).
-            kept = [n for n in ready if not self._doubles_bass(n, held)]
+            kept = [n for n in ready if not self._doubles_bass(part, n, held)]
             held.notes = [n for n in held.notes if n.start >= horizon]
             self.dropped[part] += len(ready) - len(kept)
             final = min(held.final_until, horizon)
