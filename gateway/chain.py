@@ -27,6 +27,7 @@ import numpy as np
 from opentelemetry import trace
 
 from gateway.crosspart import BleedFilter
+from gateway.stereo import StereoField
 from gateway.spec import PartResult, SongResult, SongSpec
 from tabagent import audio as pcm
 from tabagent import telemetry
@@ -116,7 +117,11 @@ class Chain:
         self._events: asyncio.Queue[Any] = asyncio.Queue(256)
         self._calls: list[Any] = []
         self._want_video = spec.video and stubs.video is not None
-        self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        instruments = {p.name: p.instrument for p in spec.parts}
+        # The mix's stereo field, for telling the bass's echo from the guitar's own notes.
+        kinds = set(instruments.values())
+        self._stereo = StereoField() if "bass" in kinds and kinds - {"bass"} else None
+        self._bleed = BleedFilter(instruments, stereo=self._stereo)
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -276,6 +281,8 @@ class Chain:
                 if self._want_video:
                     await video_in.put(video_pb2.RenderRequest(audio=chunk))
                 await asyncio.to_thread(tracker.push, block.mean(axis=1))
+                if self._stereo is not None:
+                    self._stereo.push(block)
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
                 await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))

@@ -43,11 +43,11 @@ class LineSettings:
     min_amplitude: float = 0.3
     onset_weight: float = 1.0
     overtone_ratio: float = 0.6      # a candidate below with this share of the strength ...
-    overtone_cost: float = 1.2       # ... makes this one its overtone
+    overtone_cost: float = 0.8       # ... makes this one its overtone
     free_leap: float = 5.0           # semitones moved at no cost
     leap_cost: float = 0.05          # per semitone beyond free_leap
     octave_cost: float = 2.0         # an exact octave or two-octave leap
-    skip_cost: float = 1.5
+    skip_cost: float = 2.5
     lookahead: float = 2.0           # seconds of later events seen before deciding
     beam: int = 12
 
