@@ -8,8 +8,8 @@
 #
 #   scripts/install.sh [--force] [--bench]
 #   --force  reinstall even when .venv is up to date
-#   --bench  also the Debian packages only the accuracy benchmarks use (FluidSynth and a
-#            General MIDI soundfont, for bench/mixes.py's soundfont mixes)
+#   --bench  also the Debian packages only the accuracy benchmarks use (FluidSynth and two
+#            General MIDI soundfonts, for bench/mixes.py's and bench/families.py's mixes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +44,8 @@ apt_install() {
 }
 
 if ((bench)); then
-  apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm
+  apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm \
+    /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 musescore-general-soundfont-small
 fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && ((!force)); then
   exit 0
