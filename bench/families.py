@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
+from evalkit import synth
 from tabagent.notes import Note
 
 VERSION = 1
@@ -487,7 +487,6 @@ def have_fluidsynth() -> bool:
 def render_part(part: Part, soundfont: str) -> np.ndarray:
     """One part through FluidSynth: mono float32, SECONDS long, at 44.1 kHz."""
     import pretty_midi
-
     from mixes import _load
 
     midi = pretty_midi.PrettyMIDI()

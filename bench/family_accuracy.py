@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families as fam  # noqa: E402
 from mixes import write_section  # noqa: E402
 
-from tabagent import synth  # noqa: E402
+from evalkit import synth  # noqa: E402
 from tabagent import tuning as tunings  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 
@@ -118,6 +118,7 @@ def part_tuning(mix: fam.FamilyMix, part: str) -> tunings.Tuning:
 async def run_chain(mixes: Sequence[fam.FamilyMix]) -> dict[str, dict[str, list[Note]]]:
     """Each mix through the embedded chain (a LocalChain, as `tabagent run` starts it)."""
     from gateway.local import LocalChain
+
     from tabagent.client import AsyncClient, Notes, process_config
 
     out: dict[str, dict[str, list[Note]]] = {}

@@ -23,7 +23,7 @@ synthesis windows, so masks that sum to one give back the mix exactly):
   vocals stay in other/guitar.
 
 The stems are cut for the transcriber, not for listening, and overlap: measured on
-tabagent.examples.make_song (12 s, 100 bpm, seed 1; SDR against each part as it sounds
+evalkit.examples.make_song (12 s, 100 bpm, seed 1; SDR against each part as it sounds
 in the mix): bass 5.7 dB, guitar 6.2 dB, drums 4.1 dB; the bass stem correlates 0.88
 with the true bass and 0.36 with the guitar, the guitar stem 0.87 with the guitar and
 0.32 with the bass. What they buy is measured at the chain's output, onset F1 per part
@@ -62,7 +62,7 @@ _MAX_FRAMES = 64  # frames masked per step, bounding the temporary arrays (~20 M
 
 @dataclass(frozen=True)
 class DspParams:
-    """Tuning of the DSP separator (defaults measured on tabagent.examples songs)."""
+    """Tuning of the DSP separator (defaults measured on evalkit.examples songs)."""
 
     n_fft: int = 4096
     hop: int = 1024

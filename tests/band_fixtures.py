@@ -18,14 +18,14 @@ import numpy as np
 import soxr
 from transcriber_fixtures import warm_model
 
+from evalkit import synth
+from evalkit import transcriber_eval as evaluate
 from gateway.crosspart import BleedFilter
 from gateway.stereo import StereoField
 from separator_svc.dsp import DspModel
-from tabagent import synth
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from tabagent.v1 import audio_pb2
-from transcriber_svc import evaluate
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
 from transcriber_svc.postprocess import PostSettings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tabagent.examples import Song, make_song
+from evalkit.examples import Song, make_song
 
 
 def pytest_configure(config: pytest.Config) -> None:

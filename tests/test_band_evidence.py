@@ -31,7 +31,7 @@ from band_fixtures import (
     scores,
 )
 
-from tabagent import synth
+from evalkit import synth
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from transcriber_svc.bassline import BassLine
@@ -140,7 +140,7 @@ OPEN = {2: [50, 57, 62, 66], 9: [45, 52, 57, 61, 64], 7: [43, 47, 50, 55, 59, 67
 def strums() -> Mix:
     """Open chords (D, A, G) and an E-shape barre (Bm at the 7th fret) strummed down and up."""
     guitar, chord = [], []
-    for t0, root, minor in bars(BARS):
+    for t0, root, _ in bars(BARS):
         shape = OPEN.get(root) or [47, 54, 59, 62, 66, 71]         # Bm barre, 7th fret
         for i, kind in enumerate("D.DU.UDU"):
             if kind == ".":

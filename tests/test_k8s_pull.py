@@ -17,8 +17,8 @@ import pytest
 import yaml
 from test_k8s import FACTS, K8S, container, env_of, kubectl, of_kind
 
+from launcher import cli
 from separator_svc.fetch import torch_checkpoints_dir
-from tabagent import cli
 
 
 def render_with_component(tmp_path: Path, overlay: str) -> list[dict[str, Any]]:

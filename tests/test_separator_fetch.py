@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from separator_fixtures import TINY_SEGMENT, noise_song
 
+from launcher import cli
 from separator_svc.dsp import DspModel
 from separator_svc.fetch import (
     Catalog,
@@ -35,7 +36,6 @@ from separator_svc.fetch import (
     torch_checkpoints_dir,
 )
 from separator_svc.model import DemucsModel, load_model
-from tabagent import cli
 
 NAME = "tiny_remote_test"
 

@@ -147,12 +147,13 @@ def test_auto_without_weights_falls_back_naming_what_it_looked_for(tmp_path: Pat
 def test_store_serves_auto_under_its_real_name() -> None:
     import asyncio
 
-    from separator_svc.server import ModelStore
+    from separator_svc.holder import ModelHolder
+    from tabagent.metrics import ServiceMetrics
 
     model = load_model("htdemucs", tiny_repo("htdemucs"), "cpu", hub_cache=empty_dir("hub"))
-    store = ModelStore.of({"auto": model})
-    asyncio.run(store.warm())
-    assert store.get("") is model and store.get("auto") is model and store.get("htdemucs") is model
+    holder = ModelHolder.of({"auto": model})
+    asyncio.run(holder.warm(ServiceMetrics("separator")))
+    assert holder.get("") is model and holder.get("auto") is model and holder.get("htdemucs") is model
     with pytest.raises(BadConfig):
-        store.get("htdemucs_ft")
-    store.close()
+        holder.get("htdemucs_ft")
+    asyncio.run(holder.close())

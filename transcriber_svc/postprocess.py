@@ -2,7 +2,7 @@
 
 Every step was kept only because it raised onset F1 (mir_eval, 50 ms, no offsets) on
 synthesised stems and on the Slakh2100 stems in ../shared/data (`python -m
-transcriber_svc.evaluate`) and on the dev songs of bench/family_accuracy.py.
+evalkit.transcriber_eval`) and on the dev songs of bench/family_accuracy.py.
 
 * **Noise.** Notes more than `noise_margin` semitones (one octave) below the lowest open
   string or above the highest fret are model noise for this instrument (a bass stem's
@@ -90,7 +90,7 @@ class PostSettings:
             return cls(tuning, monophonic=not polyphonic, octave_repair=True, line=line)
         if isolated:
             # A clean guitar stem: its weak notes are its own harmonics (measured on the
-            # synthesised and Slakh stems, python -m transcriber_svc.evaluate).
+            # synthesised and Slakh stems, python -m evalkit.transcriber_eval).
             return cls(tuning, min_amplitude=0.4)
         # Shared with keys and the rest: chord tones are quieter than alone, and only
         # plucked notes count (measured on bench/family_accuracy.py's dev songs).
