@@ -16,7 +16,11 @@ best explains them (a Viterbi search with a fixed look-ahead):
   proportion to the leap beyond `free_leap` semitones, and an exact octave leap costs
   `octave_cost` more: a line stays in its register, so the keys' left hand an octave
   below does not capture it, nor does an overtone an octave above;
-* an event may be skipped (`skip_cost`), as when only other instruments start there.
+* an event may be skipped (`skip_cost`), as when only other instruments start there;
+  cheaply (`sounding_skip_cost`) while the line's note still sounds and the event's
+  notes all lie more than an octave above it: Basic Pitch merges a repeated bass note
+  into one, and a guitar's arpeggio over it is not the bass moving (a bass line an
+  octave above a sustained organ note still is).
 
 The decision for an event is made once the events of the next `lookahead` seconds are
 known, from exactly those (so the result does not depend on how the notes were batched).
@@ -48,6 +52,7 @@ class LineSettings:
     leap_cost: float = 0.05          # per semitone beyond free_leap
     octave_cost: float = 2.0         # an exact octave or two-octave leap
     skip_cost: float = 2.5
+    sounding_skip_cost: float = 1.5  # ... while the line's note sounds under the event's notes
     lookahead: float = 2.0           # seconds of later events seen before deciding
     beam: int = 12
 
@@ -57,6 +62,7 @@ class _State:
     score: float
     last: int | None                 # pitch of the line's latest note
     choices: list[int]               # per undecided event: index of the chosen note, -1 = skipped
+    last_end: float = 0.0            # when the line's latest note ends
 
 
 class BassLine:
@@ -134,14 +140,18 @@ class BassLine:
             if key not in best or best[key].score < state.score:
                 best[key] = state
 
+        start = min(n.start for n in event)
         for state in self._states:
-            offer(_State(state.score - s.skip_cost, state.last, [*state.choices, -1]))
+            sounding = state.last_end > start + s.cluster_seconds and state.last is not None
+            above = sounding and min(n.pitch for n in event) - (state.last or 0) > 12
+            skip = s.sounding_skip_cost if above else s.skip_cost
+            offer(_State(state.score - skip, state.last, [*state.choices, -1], state.last_end))
             for i, (note, emission) in enumerate(zip(event, emissions, strict=True)):
                 move = 0.0
                 if state.last is not None:
                     leap = abs(note.pitch - state.last)
                     move = s.leap_cost * max(0.0, leap - s.free_leap) + (s.octave_cost if leap in (12, 24) else 0.0)
-                offer(_State(state.score + emission - move, note.pitch, [*state.choices, i]))
+                offer(_State(state.score + emission - move, note.pitch, [*state.choices, i], note.end))
         self._states = sorted(best.values(), key=lambda st: -st.score)[: s.beam]
         self._events.append(event)
 

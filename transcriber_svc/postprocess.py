@@ -86,7 +86,7 @@ class PostSettings:
         """
         if instrument == "bass":
             # Alone in its stem, every onset event is the bass's: the line rarely skips one.
-            line = LineSettings(skip_cost=5.0) if isolated else LineSettings()
+            line = LineSettings(skip_cost=5.0, sounding_skip_cost=5.0) if isolated else LineSettings()
             return cls(tuning, monophonic=not polyphonic, octave_repair=True, line=line)
         if isolated:
             # A clean guitar stem: its weak notes are its own harmonics (measured on the
