@@ -117,8 +117,7 @@ def part_tuning(mix: fam.FamilyMix, part: str) -> tunings.Tuning:
 
 async def run_chain(mixes: Sequence[fam.FamilyMix]) -> dict[str, dict[str, list[Note]]]:
     """Each mix through the embedded chain (a LocalChain, as `tabagent run` starts it)."""
-    from gateway.local import LocalChain
-
+    from launcher.embedded import LocalChain
     from tabagent.client import AsyncClient, Notes, process_config
 
     out: dict[str, dict[str, list[Note]]] = {}
