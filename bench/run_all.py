@@ -14,6 +14,10 @@ separate processes.
 Each script waits (up to --wait seconds) for the machine's 1-minute load average to drop
 below 0.7 before it starts, so other people's jobs skew the numbers less; the load at the
 start is written next to every result.
+
+Cold start (`cold-start`, about 3 minutes quick, 3 runs each; 5 runs long): every service's
+and `tabagent up`'s process start to ready, `tabagent run` to its first tab event, and the
+first request against the second.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ QUICK: dict[str, list[str]] = {
     "warm-vs-cold": ["bench_warm_vs_cold.py"],
     "chain-overhead": ["bench_chain_overhead.py"],
     "first-event": ["bench_first_event.py"],
+    "cold-start": ["bench_cold_start.py"],
     "concurrency": ["bench_concurrency.py", "--configs", "defaults;TRANSCRIBER_MAX_BATCH=1"],
     "memory": ["bench_memory.py", "--minutes", "1", "10"],
 }
@@ -40,6 +45,7 @@ LONG: dict[str, list[str]] = {
     "warm-vs-cold": ["bench_warm_vs_cold.py", "--full-demucs"],
     "chain-overhead": ["bench_chain_overhead.py"],
     "first-event": ["bench_first_event.py", "--video"],
+    "cold-start": ["bench_cold_start.py", "--runs", "5"],
     "concurrency": ["bench_concurrency.py", "--full-demucs"],
     "memory": ["bench_memory.py", "--minutes", "1", "10", "60", "--split", "60"],
     "memory-video": ["bench_memory.py", "--minutes", "1", "10", "--video"],

@@ -13,10 +13,16 @@ import hmac
 import time
 from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 LINK_SECONDS = 6 * 3600     # how long a signed link works
 _CONTEXT = b"tabagent-link-v1"
+# Declared on the checks below only so that the OpenAPI document names the scheme (and
+# Swagger UI's "Authorize" fills it in); the checks read the header themselves.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth",
+                    description="The gateway's API key (TABAGENT_API_KEY) as `Authorization: Bearer <key>`; "
+                                "not needed when the gateway has none.")
 
 
 def unauthorized(message: str) -> HTTPException:
@@ -69,7 +75,8 @@ class Auth:
         expected = self._signature(request.url.path, int(exp))
         return hmac.compare_digest(sig.encode(), expected.encode())
 
-    def require_key(self, request: Request) -> None:
+    def require_key(self, request: Request,
+                    _bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
         """FastAPI dependency: the bearer token must match.
 
         Raises:
@@ -78,7 +85,8 @@ class Auth:
         if self.enabled and not self._bearer_ok(request):
             raise unauthorized("this endpoint needs the API key: send 'Authorization: Bearer <key>'")
 
-    def require_key_or_link(self, request: Request) -> None:
+    def require_key_or_link(self, request: Request,
+                            _bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
         """FastAPI dependency: the bearer token, or a valid signed link for this very path.
 
         Raises:

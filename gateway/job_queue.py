@@ -63,6 +63,7 @@ class LiveJob:
     log: EventLog = field(default_factory=EventLog)
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
+    song: SongJob | None = None   # while it runs: the chain's state so far (the page's draft tab)
 
 
 class Reservation:
@@ -330,6 +331,7 @@ class JobManager:
             live.log.publish("status", {"status": RUNNING})
             spec = spec_from_config(live.options.to_config(record.filename), record.id)
             job = SongJob(self.config, self.stubs, spec, jobdir, keep_dir=True)
+            live.song = job
             feeder = asyncio.create_task(_feed(job, upload))
             async for resp in job.events():
                 event = convert(resp)
@@ -356,6 +358,7 @@ class JobManager:
         finally:
             if feeder is not None:
                 feeder.cancel()
+            live.song = None
             if job is not None:
                 job.close()
             upload.unlink(missing_ok=True)

@@ -3,10 +3,12 @@
     app = create_app(config, downstream)        # downstream: gateway.downstream.Downstream
     uvicorn.Server(uvicorn.Config(app, port=config.http_port)).serve()
 
-Routes: the job routes (gateway.http_api.jobs), health and metrics (health), the web
-page (page). Every route but `/`, `/static/*`, `/healthz`, `/readyz` and `/metrics` needs
-the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py); errors are JSON
-`{"error": {"type", "message", "status"}}` with the status of tabagent.errors (errors).
+Routes: the job routes (gateway.http_api.jobs), the tab player's (player), health and metrics (health), the web
+page, its libraries and Swagger UI at `/docs`, all served locally (page). Every route but
+`/`, `/static/*`, `/vendor/*`, `/docs`, `/openapi.json`, `/healthz`, `/readyz` and `/metrics`
+needs the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py; the OpenAPI document
+names it as the bearer scheme `bearerAuth`, so Swagger UI's Authorize works); errors are JSON `{"error": {"type", "message",
+"status"}}` with the status of tabagent.errors (errors).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fastapi import FastAPI
 
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
-from gateway.http_api import errors, health, jobs, page
+from gateway.http_api import errors, health, jobs, page, player
 from gateway.http_api.middleware import RequestMetrics
 from gateway.job_queue import JobManager
 from gateway.store import JobRecord, JobStore
@@ -71,15 +73,16 @@ def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetric
     app = FastAPI(title="Tab Agent", version="1.0",
                   description="Song in, guitar and bass tablature and a play-along video out. "
                               "Send `Authorization: Bearer <key>` when the gateway has an API key.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs = manager
     app.state.stop_jobs = stop
     app.state.metrics = metrics
     app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
     errors.install(app)
-    page.mount(app)
+    page.mount(app, auth_required=auth.enabled)
     app.include_router(health.router(downstream, store, manager, metrics))
     app.include_router(jobs.router(config, manager, store, auth))
+    app.include_router(player.router(manager, auth))
     return app
 
 
