@@ -40,6 +40,7 @@ QUICK: dict[str, list[str]] = {
     "cold-start": ["bench_cold_start.py"],
     "concurrency": ["bench_concurrency.py", "--configs", "defaults;TRANSCRIBER_MAX_BATCH=1"],
     "memory": ["bench_memory.py", "--minutes", "1", "10"],
+    "retry-after": ["bench_retry_after.py", "--seconds", "16"],
 }
 LONG: dict[str, list[str]] = {
     "warm-vs-cold": ["bench_warm_vs_cold.py", "--full-demucs"],

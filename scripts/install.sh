@@ -91,8 +91,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 # Debian tools the tests and examples use: ffmpeg/ffprobe to inspect outputs,
 # chromium + chromedriver for the web page's browser test; MuseScore 3 engraves tab.pdf
-# (without it the PDF step is skipped and says why) and poppler-utils reads it back in tests.
-apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver
+# (without it the PDF step is skipped and says why) and poppler-utils reads it back in tests;
+# the PostgreSQL server (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin) whose
+# throw-away clusters the shared-queue tests start (tests/pg_fixtures.py; they skip without it).
+pg_initdb=$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | head -n 1 || true)
+apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver \
+  "${pg_initdb:-/usr/lib/postgresql/none/bin/initdb}" postgresql
 apt_install mscore3 musescore3 pdftotext poppler-utils
 
 echo "$want" > "$STAMP"

@@ -22,6 +22,7 @@ from gateway.http_api.errors import ERRORS
 from gateway.http_api.jobs import JOB_ID
 from gateway.http_api.schemas import job_view
 from gateway.job_queue import ARTIFACTS, UPLOAD, JobManager
+from gateway.keys import Principal
 from gateway.store import DONE, RUNNING, JobRecord
 
 PLAYER_DOC = ("What the page's tab player loads: `gp5` (tab.gp5, base64; a draft of the notes final so far "
@@ -42,17 +43,17 @@ def router(manager: JobManager, auth: Auth) -> APIRouter:
     key_or_link = Depends(auth.require_key_or_link)
     drafts = DraftCache()
 
-    async def lookup(job_id: str) -> tuple[JobRecord, Any]:
+    async def lookup(job_id: str, who: Principal) -> tuple[JobRecord, Any]:
         record, live = (None, None) if not JOB_ID.match(job_id) else await manager.get(job_id)
-        if record is None:
+        if record is None or not who.may_see(record.owner):  # another user's job does not exist here
             raise HTTPException(404, f"no job {job_id!r}")
         return record, live
 
-    @routes.get("/v1/jobs/{job_id}/player", dependencies=[key], responses=ERRORS,
+    @routes.get("/v1/jobs/{job_id}/player", responses=ERRORS,
                 summary="The tab player's data: the tab, its beats in the recording, the audio to play",
                 description=PLAYER_DOC)
-    async def player(job_id: str) -> JSONResponse:
-        record, live = await lookup(job_id)
+    async def player(job_id: str, who: Principal = key) -> JSONResponse:
+        record, live = await lookup(job_id, who)
         if record.status == DONE:
             drafts.forget(record.id)
             data = await asyncio.to_thread(from_artifacts, manager.job_dir(record.id) / ARTIFACTS)
@@ -77,11 +78,10 @@ def router(manager: JobManager, auth: Auth) -> APIRouter:
             audio["original"] = auth.link(f"/v1/jobs/{record.id}/source")
         return JSONResponse(data.to_json(audio))
 
-    @routes.get("/v1/jobs/{job_id}/source", dependencies=[key_or_link], responses=ERRORS,
-                response_class=FileResponse,
+    @routes.get("/v1/jobs/{job_id}/source", responses=ERRORS, response_class=FileResponse,
                 summary="The uploaded song, while its job runs (then original.flac); Range requests work")
-    async def source(job_id: str) -> FileResponse:
-        record, _ = await lookup(job_id)
+    async def source(job_id: str, who: Principal = key_or_link) -> FileResponse:
+        record, _ = await lookup(job_id, who)
         path = manager.job_dir(record.id) / UPLOAD
         if record.status != RUNNING or not path.is_file():
             raise HTTPException(404, f"job {record.id} keeps its upload only while it runs; "
