@@ -6,8 +6,9 @@ fewest missing tones, names the window. The lowest sounding note makes a slash c
 it is a chord tone other than the root. Windows with fewer than two pitch classes (a
 melody note, silence) get no name, and equal neighbours merge into one mark.
 
-The player, the video and tab.pdf show these names; `name_chord` is the one place a set
-of pitches becomes a name.
+The player, the video and tab.pdf show these names. The notation's chord symbols (tab.gp5,
+tab.musicxml) name the notes struck on one beat exactly instead: `tabagent.exporters.chords`,
+with the same root spellings (`NAMES`).
 """
 
 from __future__ import annotations

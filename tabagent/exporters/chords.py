@@ -8,6 +8,10 @@ as guitarists usually spell them (F#, Bb, Eb, ...). `chord_labels` picks the bea
 part that get a name: where a chord is struck and differs from the last one named.
 The exporters name a capo'd part's chords by their shapes (pitches less the capo), as
 tab sites do: with a capo on 2, the open C shape is "C".
+
+This names what is struck on one beat, exactly (the notation's chord symbols);
+`tabagent.chords` names what sounds over a bar, by the best fit of weighted pitch classes
+(the player, the video and tab.pdf). Both spell roots with `tabagent.chords.NAMES`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+from tabagent.chords import NAMES
+
 # MusicXML root-step and root-alter of each spelling above.
 STEPS = (("C", 0), ("C", 1), ("D", 0), ("E", -1), ("E", 0), ("F", 0), ("F", 1), ("G", 0), ("A", -1), ("A", 0),
          ("B", -1), ("B", 0))
