@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from separator_svc.accel import Acceleration, apply_process_settings
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
 from separator_svc.config import default_hub_cache
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
@@ -59,6 +61,8 @@ class DemucsModel(SeparatorModel):
         device: torch device the models run on.
         max_batch: >1 batches segments of concurrent streams into one forward pass.
         max_wait: longest a segment waits for others to batch with (seconds).
+        accel: threads, pipelining, attention kernel, pruning, precision (see
+            separator_svc.accel; default: the lossless fast settings).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class DemucsModel(SeparatorModel):
         device: str = "cpu",
         max_batch: int = 1,
         max_wait: float = 0.01,
+        accel: Acceleration | None = None,
     ) -> None:
         from demucs.htdemucs import HTDemucs
 
@@ -90,9 +95,14 @@ class DemucsModel(SeparatorModel):
         self.sources = tuple(bag.sources)
         self.weights = [list(map(float, w)) for w in bag.weights]
         self.aliases = {"guitar": "other"} if "guitar" not in self.sources else {}
+        self.accel = (accel or Acceleration()).resolved(device)
+        apply_process_settings(self.accel, device)
         message = f"loaded from {origin}"
         if self.aliases:
             message += "; a 'guitar' stem is served from the 'other' source"
+        message += f"; {self.accel.describe()}"
+        if self.accel.lossy:
+            message += " (reduced precision: stems differ from fp32)"
         sigs = ",".join(getattr(m, "_sig", "") for m in models if getattr(m, "_sig", ""))
         self.info = ModelInfo(
             name=name,
@@ -107,9 +117,16 @@ class DemucsModel(SeparatorModel):
         for model in models:
             model.to(device).eval()
             if max_batch > 1:
-                self.runners.append(BatchingSegmentRunner(model, device, max_batch, max_wait))
+                self.runners.append(
+                    BatchingSegmentRunner(model, device, max_batch, max_wait, accel=self.accel)
+                )
             else:
-                self.runners.append(SegmentRunner(model, device))
+                self.runners.append(SegmentRunner(model, device, accel=self.accel, concurrency=self.accel.workers))
+        # Segments in flight run their forward passes here; enough threads for a batch
+        # to fill from several streams' segments.
+        self._pool: ThreadPoolExecutor | None = None
+        if self.accel.workers > 1:
+            self._pool = ThreadPoolExecutor(max(self.accel.workers, max_batch), thread_name_prefix="segment")
 
     def open_stream(
         self,
@@ -129,6 +146,8 @@ class DemucsModel(SeparatorModel):
             aliases=self.aliases,
             in_rate=in_rate,
             in_channels=in_channels,
+            executor=self._pool,
+            depth=self.accel.workers,
         )
 
     def warm_up(self) -> None:
@@ -140,9 +159,11 @@ class DemucsModel(SeparatorModel):
             runner.run(segment)
 
     def close(self) -> None:
-        """Stop batching threads."""
+        """Stop batching threads and the segment workers."""
         for runner in self.runners:
             runner.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _demucs_version() -> str:
@@ -212,6 +233,7 @@ def load_model(
     hub_cache: Path | None = None,
     max_batch: int = 1,
     max_wait: float = 0.01,
+    accel: Acceleration | None = None,
 ) -> SeparatorModel:
     """Load a separator by name, falling back to DSP when no weights are found.
 
@@ -223,6 +245,7 @@ def load_model(
         hub_cache: the Hugging Face hub cache folder; None reads HF_HUB_CACHE/HF_HOME.
         max_batch: >1 batches segments of concurrent streams (see runner.py).
         max_wait: longest a segment waits for a batch, in seconds.
+        accel: how the forward passes run (separator_svc.accel; default: lossless fast).
 
     Returns:
         A ready-to-warm SeparatorModel; `info.fallback` tells whether DSP replaced it.
@@ -257,7 +280,7 @@ def load_model(
             log.warning("%s found in %s but not loadable", name, origin, exc_info=True)
             continue
         log.info("loaded %s from %s on %s", name, origin, device)
-        return DemucsModel(bag, name, origin, device, max_batch, max_wait)
+        return DemucsModel(bag, name, origin, device, max_batch, max_wait, accel)
     message = (
         f"FALLBACK: no Demucs weights for {name!r} ({'; '.join(tried)}); separating with "
         "the DSP fallback (median-filter HPSS and band splits), far below Demucs quality. "
