@@ -41,6 +41,7 @@ from separator_svc.accel import (
     compiled,
     intra_op_threads,
     prune_sources,
+    rewrite_convs,
 )
 from tabagent.errors import ModelError
 
@@ -76,12 +77,14 @@ class SegmentRunner:
         self.model = model
         self.device = torch.device(device)
         self.name = name or str(getattr(model, "_sig", "")) or type(model).__name__
-        self.accel = accel or Acceleration(workers=1, threads=0, prune=False)
+        self.accel = accel or Acceleration(workers=1, threads=0, prune=False, rewrite="off")
         self.sources = len(getattr(model, "sources", ()))
         self._prunable = self.accel.prune and can_prune(model)
+        self._rewrite = self.accel.rewrite == "on" or (self.accel.rewrite == "auto" and self.device.type != "cuda")
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
         self._variants_lock = threading.Lock()
         self._variants: dict[Sources, nn.Module] = {}
+        self._rewritten: dict[int, nn.Module] = {}  # layers shared by the variants
         self._count_lock = threading.Lock()
         self.calls = 0
         self.batches = 0
@@ -99,7 +102,10 @@ class SegmentRunner:
         with self._variants_lock:
             module = self._variants.get(computed)
             if module is None:
-                module = compiled(prune_sources(self.model, computed), self.accel)
+                module = prune_sources(self.model, computed)
+                if self._rewrite:
+                    module = rewrite_convs(module, self._rewritten)
+                module = compiled(module, self.accel)
                 self._variants[computed] = module
         return module, computed
 

@@ -9,7 +9,16 @@ import pytest
 import torch
 from separator_fixtures import RATE, empty_dir, noise_song, reference, tiny_repo
 
-from separator_svc.accel import Acceleration, autocast, can_prune, intra_op_threads, prune_sources
+from separator_svc.accel import (
+    Acceleration,
+    PointwiseConv,
+    SubpixelConvTranspose,
+    autocast,
+    can_prune,
+    intra_op_threads,
+    prune_sources,
+    rewrite_convs,
+)
 from separator_svc.model import DemucsModel, load_model
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
 from separator_svc.tiny import tiny_models
@@ -141,3 +150,36 @@ def test_bf16_is_opt_in_and_close() -> None:
         exact = runner.model(segment[None])[0]
     # Reduced precision is close, not equal (the CPU benchmark reports the full-size SDR).
     assert 15.0 < sdr(exact, lossy) < 200.0
+
+
+@pytest.mark.parametrize("kernel,stride", [(8, 4), (4, 2), (6, 2), (4, 4)])
+def test_subpixel_form_equals_the_transposed_convolution(kernel: int, stride: int) -> None:
+    torch.manual_seed(kernel * 10 + stride)
+    for conv, x in (
+        (torch.nn.ConvTranspose2d(6, 5, (kernel, 1), (stride, 1)), torch.randn(2, 6, 9, 7)),
+        (torch.nn.ConvTranspose1d(6, 5, kernel, stride), torch.randn(2, 6, 33)),
+    ):
+        assert SubpixelConvTranspose.supports(conv)
+        with torch.no_grad():
+            torch.testing.assert_close(SubpixelConvTranspose(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+    assert not SubpixelConvTranspose.supports(torch.nn.ConvTranspose1d(6, 5, 5, 2))  # kernel not m * stride
+    assert not SubpixelConvTranspose.supports(torch.nn.ConvTranspose1d(6, 5, 4, 2, padding=1))
+
+
+def test_pointwise_form_and_rewritten_model() -> None:
+    conv = torch.nn.Conv1d(6, 12, 1)
+    x = torch.randn(3, 6, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(PointwiseConv(conv)(x), conv(x), rtol=1e-5, atol=1e-6)
+    model = tiny_models("htdemucs_6s", segment=0.5)[0][0]
+    pruned = prune_sources(model, [4, 1])
+    cache: dict[int, torch.nn.Module] = {}
+    fast = rewrite_convs(pruned, cache)
+    kinds = [type(m).__name__ for m in fast.modules()]
+    assert "SubpixelConvTranspose" in kinds and "PointwiseConv" in kinds
+    assert not any(isinstance(m, (SubpixelConvTranspose, PointwiseConv)) for m in model.modules())  # untouched
+    again = rewrite_convs(prune_sources(model, [2]), cache)  # shares the replaced layers
+    assert again.encoder[0].dconv.layers[0][3] is fast.encoder[0].dconv.layers[0][3]
+    x = torch.from_numpy(noise_song(RATE // 2, seed=7).T.copy())[None]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x)[:, [4, 1]], rtol=1e-4, atol=1e-6)
