@@ -246,6 +246,9 @@ class SubpixelConvTranspose(nn.Module):
     output channel holds the taps p + (m - 1 - i) * s at its offsets i.
     """
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, conv: nn.ConvTranspose1d | nn.ConvTranspose2d) -> None:
         super().__init__()
         weight = conv.weight.detach()                       # (in, out, k[, 1])
@@ -288,6 +291,9 @@ class SubpixelConvTranspose(nn.Module):
 
 class PointwiseConv(nn.Module):
     """A Conv1d with kernel 1 as one batched matrix product (out = bias + W @ x)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(self, conv: nn.Conv1d) -> None:
         super().__init__()
