@@ -1,7 +1,7 @@
 """Demucs on the CPU: separation speed of today's settings against each faster one, and how close the stems stay.
 
     .venv/bin/python bench/bench_demucs_cpu.py                     # quick: htdemucs_6s, 15 s clip
-    .venv/bin/python bench/bench_demucs_cpu.py --long              # htdemucs, htdemucs_6s, htdemucs_ft, 30 s
+    .venv/bin/python bench/bench_demucs_cpu.py --long              # every bag and change, 30 s, int8 too
     .venv/bin/python bench/bench_demucs_cpu.py --bags htdemucs_ft --seconds 20 --rounds 3
 
 Each bag is a full-size random-weight HTDemucs (the released htdemucs's architecture
@@ -14,7 +14,8 @@ alternating so that other load on the machine hits them alike:
 
 * today: one segment at a time on every core, torch's native MHA fast path for the
   self-attention layers, every source computed (the settings before separator_svc.accel);
-* each lossless change alone on top of today, then all of them (the new default);
+* each lossless change alone on top of today (`--each`, `--long`), then all of them
+  (the new default);
 * lossy, opt-in: bf16 autocast (AMX on CPUs that have it); `--int8` adds torch's
   dynamic int8 quantisation of the Linear layers (not a service setting: see the result).
 
@@ -62,14 +63,15 @@ class Config:
     stems: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def configs(cores: int, int8: bool) -> list[Config]:
-    """Today's settings, each lossless change alone, all of them, and the lossy ones."""
+def configs(cores: int, int8: bool, each: bool = True) -> list[Config]:
+    """Today's settings, each lossless change alone (`each`), all of them, and the lossy ones."""
     today = replace(TODAY, threads=cores)
     new = Acceleration().resolved("cpu")
     out = [
         Config(f"today (1 pass x {cores} threads, native MHA, all sources)", today),
         Config("+ flash attention (sdpa)", replace(today, attention="sdpa")),
         Config("+ only the requested sources", replace(today, prune=True)),
+        Config("+ sub-pixel / batched-matmul convolutions", replace(today, rewrite="on")),
         Config(f"+ {new.workers} segments in flight x {new.threads} thread(s)",
                replace(today, workers=new.workers, threads=new.threads)),
         Config("all lossless (new default)", new),
@@ -77,6 +79,8 @@ def configs(cores: int, int8: bool) -> list[Config]:
     ]
     if int8:
         out.append(Config("new default + int8 dynamic Linear (bench only)", new, lossy=True, int8=True))
+    if not each:
+        out = [c for c in out if not c.name.startswith("+ ")]
     return out
 
 
@@ -144,14 +148,14 @@ def hard_sdr(bag: Any, config: Config) -> float:
     return sdr(ref.numpy(), out.numpy())
 
 
-def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool) -> tuple[list[Config], dict[str, Any]]:
+def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool) -> tuple[list[Config], dict[str, Any]]:
     """Every configuration on one bag, `rounds` times, alternating."""
     from separator_svc.model import DemucsModel
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     bag = build_bag(name)
     qbag = quantised(bag) if int8 else None
-    plan = configs(cores, int8)
+    plan = configs(cores, int8, each)
     models = {c.name: DemucsModel(qbag if c.int8 else bag, name, "memory", "cpu", accel=c.accel) for c in plan}
     try:
         # The first passes of a process run slower (allocator, oneDNN kernels): one for all.
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.0, help="clip length (default 15, 30 with --long)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds (default 2, 3 with --long)")
     parser.add_argument("--int8", action="store_true", help="also torch's dynamic int8 Linear quantisation")
+    parser.add_argument("--each", action="store_true", help="also each lossless change alone (on with --long)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = read_wav(song(30.0))[: int(seconds * 44_100)]
     results = {}
     for bag in bags:
-        results[bag] = run_bag(bag, clip, rounds, args.int8 or args.long)
+        results[bag] = run_bag(bag, clip, rounds, args.int8 or args.long, args.each or args.long)
     text, summary = report(results, seconds, rounds, info)
     print(text)
     if args.json is not None:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_video.py --seconds 60 --style synthwave --preset veryfast
     .venv/bin/python bench/bench_video.py --diffusion          # also the tiny random pipeline
     .venv/bin/python bench/bench_video.py --compare --write    # reference vs fast paint path, same frames?
+    .venv/bin/python bench/bench_video.py --long --write       # 30 s, 3 rounds, other presets too
 
 `--compare` renders the song alternately with the reference paint path
 (VIDEO_PAINT_REFERENCE=1: a fresh swscale context and packed frame copies per frame, as
@@ -286,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of --compare")
     parser.add_argument("--presets", default="", help="with --compare: other x264 presets, e.g. ultrafast")
     parser.add_argument("--write", action="store_true", help="with --compare: update docs/PERFORMANCE.md")
+    parser.add_argument("--long", action="store_true",
+                        help="--compare over 30 s, 3 rounds, presets ultrafast and veryfast (its own section)")
     args = parser.parse_args(argv)
+    if args.long:
+        args.compare = True
+        args.seconds, args.rounds = max(args.seconds, 30.0), max(args.rounds, 3)
+        args.presets = args.presets or "ultrafast,veryfast"
     logging.basicConfig(level=os.environ.get("TABAGENT_LOG_LEVEL", "WARNING").upper())
     print(f"video renderer benchmark on {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.2f})")
     if args.compare:
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:
             from common import write_section
 
-            write_section("video", text)
+            write_section("video", text, long=args.long)
         return 0
     results = asyncio.run(run(args))
     if args.json is not None:
