@@ -51,12 +51,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from torch.nn import functional as F
 
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, StemBlocks, StemStream
 from separator_svc.runner import SegmentRunner
-from tabagent import telemetry
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -271,13 +271,14 @@ class StreamingSeparator(StemStream):
             self._buf = self._buf[:, keep_from - self._buf_start :].copy()
             self._buf_start = keep_from
 
-    def _forward(self, segment: torch.Tensor, context: object) -> list[torch.Tensor]:
+    def _forward(self, segment: torch.Tensor, context: otel_context.Context) -> list[torch.Tensor]:
         """Every model's requested sources for one segment (runs in a worker thread)."""
-        span = trace.get_current_span(context)  # type: ignore[arg-type]
+        span = trace.get_current_span(context)
+        token = otel_context.attach(context)
         try:
-            with telemetry.attached(context):  # type: ignore[arg-type]
-                return [m.runner.run(segment, m.sources) for m in self._models]
+            return [m.runner.run(segment, m.sources) for m in self._models]
         finally:
+            otel_context.detach(token)
             span.end()
 
     def _complete(self) -> StemBlocks:
