@@ -4,11 +4,11 @@ the fingering engine against human-like fingerings, and the numbers in docs/ACCU
     .venv/bin/python bench/accuracy.py                # everything (a few minutes on 2 CPUs)
     .venv/bin/python bench/accuracy.py --no-transcribe  # fingering only (seconds)
 
-Every piece in `tabagent.pieces` has known notes and a known fingering. The harness
+Every piece in `evalkit.fingering_corpus` has known notes and a known fingering. The harness
 1. fingers the true pitches with `tabagent.fingering.assign` (whole piece), with the
    streaming fingerer, and with the naive lowest-fret rule, and counts notes whose string
    and fret match the piece's, and notes sharing a string at once;
-2. renders each piece with `tabagent.synth` (plucked guitar or bass voice), runs the real
+2. renders each piece with `evalkit.synth` (plucked guitar or bass voice), runs the real
    Basic Pitch ONNX model (`basic_pitch.inference.predict`), and scores onset precision,
    recall and F1 with mir_eval (50 ms, pitch must match); then fingers the transcribed
    notes and scores string/fret agreement on the notes matched to the truth.
@@ -25,15 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tabagent import synth  # noqa: E402
+from evalkit import scoring, synth  # noqa: E402
+from evalkit.fingering_corpus import PIECES, Piece, score_fingering  # noqa: E402
+from evalkit.scoring import count_collisions  # noqa: E402
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, lowest_fret  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
-from tabagent.pieces import PIECES, Piece, count_collisions, score_fingering  # noqa: E402
 
 logger = logging.getLogger("bench.accuracy")
 
@@ -106,24 +105,8 @@ def transcribe(piece: Piece, model, workdir: Path) -> tuple[list[Note], float]:
 
 def onset_scores(truth: list[Note], est: list[Note]) -> tuple[tuple[float, float, float], list[tuple[int, int]]]:
     """Onset-only note precision/recall/F1 (50 ms, same pitch) and the matched pairs."""
-    import mir_eval
-
-    def arrays(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
-        if not notes:
-            return np.zeros((0, 2)), np.zeros(0)
-        intervals = np.array([[n.start, max(n.end, n.start + 0.01)] for n in notes])
-        pitches = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in notes])
-        return intervals, pitches
-
-    ri, rp = arrays(truth)
-    ei, ep = arrays(est)
-    if len(est) == 0:
-        return (0.0, 0.0, 0.0), []
-    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ri, rp, ei, ep, onset_tolerance=0.05, offset_ratio=None
-    )
-    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=0.05, offset_ratio=None)
-    return (float(p), float(r), float(f)), pairs
+    scores = scoring.onset_scores(truth, est)
+    return (scores.precision, scores.recall, scores.f1), scoring.onset_matches(truth, est)
 
 
 def run(transcribe_audio: bool) -> list[Row]:
@@ -158,7 +141,7 @@ def report(rows: list[Row], command: str) -> str:
     lines = [
         "# Accuracy",
         "",
-        "Measured by `bench/accuracy.py` on the idiomatic test pieces of `tabagent/pieces.py`",
+        "Measured by `bench/accuracy.py` on the idiomatic test pieces of `evalkit/fingering_corpus.py`",
         "(open and barre chords, power-chord and position riffs, pentatonic and scale runs,",
         "arpeggios and fingerpicking, bass lines; standard, drop D, D standard, open G, DADGAD,",
         "7-string, capo 2, and 4/5/6-string bass). Each piece is written as a player would tab",

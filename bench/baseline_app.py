@@ -33,8 +33,8 @@ def separate_child(song: Path, out: Path, stem: str) -> None:
     import numpy as np
 
     from bench.common import read_wav
+    from evalkit import synth
     from separator_svc.model import load_model
-    from tabagent import synth
 
     model = load_model("dsp", None, "cpu")
     model.warm_up()

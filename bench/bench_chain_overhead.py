@@ -5,7 +5,7 @@
 In-process (`bench/inprocess.py`): the services' stream objects driven directly, one step
 after another in one thread: separator StemStream -> per part mono, 22,050 Hz resampling,
 NoteTracker with one Basic Pitch pass per window -> fingered notes, plus the beat tracker.
-Chain: `gateway.local.LocalChain` (loopback gRPC between gateway, separator and
+Chain: `launcher.embedded.LocalChain` (loopback gRPC between gateway, separator and
 transcriber, in one process) with the SDK sending the file and receiving the artifacts,
 no video. Both hold warm models; runs alternate (in-process, chain, ...) so that load from
 other processes on the machine hits both alike. Reported: median wall time, process CPU
@@ -43,7 +43,7 @@ def _cpu() -> float:
 
 
 async def measure(path: Path, runs: int, model_dir: Path | None) -> dict[str, list[float]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     mix = read_wav(path)
     local = InProcessChain(model_dir=model_dir)

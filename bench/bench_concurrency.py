@@ -56,7 +56,7 @@ OVERLOAD = {"GATEWAY_MAX_STREAMS": "2", "GATEWAY_MAX_QUEUE": "2"}
 
 # -- the child: one configuration ----------------------------------------------------
 async def child(levels: list[int], seconds: float, model_dir: str, overload: int) -> dict[str, object]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     path = song(seconds)
     out: dict[str, object] = {"levels": {}}

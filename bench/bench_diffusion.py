@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from tabagent.examples import make_song  # noqa: E402
+from evalkit.examples import make_song  # noqa: E402
 from video_svc.config import VideoConfig  # noqa: E402
 from video_svc.diffusion import (  # noqa: E402
     DiffusionBackground,

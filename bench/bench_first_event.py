@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_first_event.py --video              # also 30 s with video
     .venv/bin/python bench/bench_first_event.py --seconds 30 300 --model-dir DIR
 
-The songs come from `tabagent.examples.make_song` (guitar arpeggios and strums, a bass
+The songs come from `evalkit.examples.make_song` (guitar arpeggios and strums, a bass
 line, drums). The warm embedded chain (`LocalChain`) gets each song once after a warm-up
 request; the client records when each kind of event first arrives: the separator's first
 progress (its first stem audio has left), the transcriber's first progress, the first
@@ -26,7 +26,7 @@ GOAL = 0.15  # first tab event of the 5 min song within 15 % of the total
 
 
 async def measure(seconds: list[float], video: bool, model_dir: Path | None) -> list[tuple[str, object]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     results = []
     async with LocalChain(video=video, model_dir=str(model_dir) if model_dir else None) as chain:

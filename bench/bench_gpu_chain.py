@@ -23,7 +23,7 @@ the compiled variants are skipped when too little is left):
    weights, the separator's default settings on a GPU) -> per part 22.05 kHz mono ->
    Basic Pitch windows -> notes, post-processing and fingering, plus the beat tracker on
    the mix. `--chain grpc` runs it through the real services on loopback gRPC
-   (gateway.local.LocalChain and the SDK; needs every service's dependencies);
+   (launcher.embedded.LocalChain and the SDK; needs every service's dependencies);
    `--chain inprocess` (what `auto` falls back to) drives the same stream objects in one
    process, the separator and each part in their own threads as the services overlap them.
 2. concurrency: 1, 4, 8, 16 songs (`--concurrent-seconds` each) at once, the separator
@@ -155,7 +155,7 @@ def set_process_flags(model: Any, cudnn_tf32: bool) -> None:
 
 def song_audio(seconds: float, seed: int = 0) -> np.ndarray:
     """(frames, 2) float32: a synthesised guitar + bass + drums song."""
-    from tabagent.examples import make_song
+    from evalkit.examples import make_song
 
     return np.ascontiguousarray(make_song(seconds, bpm=100.0, drums=True, seed=seed).mix, dtype=np.float32)
 
@@ -362,7 +362,7 @@ def grpc_available() -> bool:
         import guitarpro  # noqa: F401
         import music21  # noqa: F401
 
-        import gateway.local  # noqa: F401
+        import launcher.embedded  # noqa: F401
     except Exception:
         return False
     return True
@@ -404,7 +404,7 @@ def _grpc_runs(args: argparse.Namespace, bag: Any, mix: np.ndarray, levels: list
 
     from common import process_song
 
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
     from separator_svc.tiny import FULL_KWARGS, FULL_SEGMENT, build_tiny_bag
 
     async def main(model_dir: Path, path: Path) -> list[float]:

@@ -75,7 +75,7 @@ def _sync(device: str) -> None:
 def _clip(seconds: float) -> np.ndarray:
     """(2, frames) float32: a synthesised song when tabagent's synth imports, else noise."""
     try:
-        from tabagent.examples import make_song
+        from evalkit.examples import make_song
 
         mix = make_song(seconds).mix
         return np.ascontiguousarray(mix.T, dtype=np.float32)

@@ -15,7 +15,7 @@ the same decoded pixels in frames sampled once a second (their hashes are printe
 different pixels), with the PSNR of their sampled frames against the default's. `--write`
 puts the comparison in docs/PERFORMANCE.md.
 
-The song comes from `tabagent.examples.make_song` (guitar, bass, drums; known notes). Each
+The song comes from `evalkit.examples.make_song` (guitar, bass, drums; known notes). Each
 run streams the whole song (audio, parts, notes, beats, in the order the chain sends
 them) to a real in-process VideoRenderer server and reads the fragmented MP4 back; it
 prints wall time, the real-time factor (wall / song seconds: below 1 keeps ahead of the
@@ -50,12 +50,12 @@ import av  # noqa: E402
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from evalkit.examples import Song, make_song  # noqa: E402
 from tabagent import tuning  # noqa: E402
-from tabagent.examples import Song, make_song  # noqa: E402
-from tabagent.service import channel_options  # noqa: E402
+from tabagent.serving import channel_options  # noqa: E402
 from tabagent.v1 import video_pb2, video_pb2_grpc  # noqa: E402
-from video_svc.backend import VideoBackend  # noqa: E402
 from video_svc.config import VideoConfig  # noqa: E402
+from video_svc.holder import ModelHolder  # noqa: E402
 from video_svc.server import create_server  # noqa: E402
 from video_svc.session import song_requests  # noqa: E402
 
@@ -101,11 +101,11 @@ def _requests(song: Song, config: video_pb2.RenderConfig) -> list[video_pb2.Rend
 
 
 async def _measure(
-    name: str, config: VideoConfig, backend: VideoBackend, requests: list[video_pb2.RenderRequest], seconds: float
+    name: str, config: VideoConfig, backend: ModelHolder, requests: list[video_pb2.RenderRequest], seconds: float
 ) -> Result:
     server, port = create_server(config, backend, address="127.0.0.1:0")
     await server.start()
-    await backend.warm()
+    await server.warm()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     stub = video_pb2_grpc.VideoRendererStub(channel)
     first = 0.0
@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
             width=args.width, height=args.height, fps=args.fps, style=style, title="Benchmark",
             parts=["guitar", "bass"],
         )
-        result = await _measure(f"procedural {style}", config, VideoBackend(config), _requests(song, request), song.seconds)
+        result = await _measure(f"procedural {style}", config, ModelHolder(config), _requests(song, request), song.seconds)
         print(result.line(), flush=True)
         results.append(result)
     if args.diffusion:
@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
             request = video_pb2.RenderConfig(width=w, height=h, fps=args.fps, style=args.style[0], diffusion=True)
             short = make_song(min(args.seconds, args.diffusion_seconds), bpm=100.0, seed=1)
             result = await _measure(
-                f"diffusion tiny c{args.cadence}", dcfg, VideoBackend(dcfg, diffusion=model),
+                f"diffusion tiny c{args.cadence}", dcfg, ModelHolder(dcfg, diffusion=model),
                 _requests(short, request), short.seconds,
             )
             print(result.line(), flush=True)
@@ -188,10 +188,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 async def _render_bytes(config: VideoConfig, requests: list[video_pb2.RenderRequest]) -> tuple[float, float, bytes]:
     """One render through an in-process server: (wall s, CPU s, the MP4)."""
-    backend = VideoBackend(config)
+    backend = ModelHolder(config)
     server, port = create_server(config, backend, address="127.0.0.1:0")
     await server.start()
-    await backend.warm()
+    await server.warm()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     stub = video_pb2_grpc.VideoRendererStub(channel)
     data = bytearray()

@@ -6,7 +6,7 @@
 The baseline is `bench/baseline_app.py`: what the older app did for every song (a fresh
 process loads Basic Pitch, librosa and the fingering engine, runs the separator twice as a
 subprocess, transcribes both stems with whole-file Basic Pitch, fingers and writes a tab).
-The warm chain is `gateway.local.LocalChain` (every service in one process on loopback
+The warm chain is `launcher.embedded.LocalChain` (every service in one process on loopback
 gRPC, models loaded once), started once; the same clip is then sent as repeat requests
 through the SDK, end to end (file upload to the last artifact), without video.
 
@@ -74,7 +74,7 @@ def baseline(path: Path, model_dir: Path | None) -> dict[str, object]:
 
 async def warm(path: Path, model_dir: Path | None, requests: int) -> dict[str, object]:
     """Start the embedded chain once, then send `requests` songs one after another."""
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
 
     started = time.perf_counter()
     async with LocalChain(video=False, model_dir=str(model_dir) if model_dir else None) as chain:

@@ -5,7 +5,7 @@
 For each guitar + bass + drums mix it prints the chain's guitar and bass onset F1
 (mir_eval, 50 ms) next to raw Basic Pitch run on the whole mix scored against the same
 truth, and the number of notes sharing a string while sounding (must be 0). Mixes come
-in families (bench/mixes.py): synth (tabagent.synth voices), slakh (the shared track's
+in families (bench/mixes.py): synth (evalkit.synth voices), slakh (the shared track's
 real stems), gm-synth and gm-slakh (the same notes played by a GM soundfont through
 FluidSynth, when installed: `scripts/install.sh --bench`).
 """
@@ -25,14 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
 
-from tabagent import synth  # noqa: E402
+from evalkit import synth  # noqa: E402
+from evalkit.scoring import count_collisions  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 
 ABOUT = (
     "`tabagent run`'s embedded chain (DSP separator as shipped, Basic Pitch, bass",
     "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix,",
     "both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
-    "true notes. Synthesised mixes (synth) come from `tabagent.examples`; the Slakh mixes",
+    "true notes. Synthesised mixes (synth) come from `evalkit.examples`; the Slakh mixes",
     "(slakh) are the shared track's guitar (S08) and bass (S04) stems with drums rendered",
     "from its drum MIDI, in 30 s excerpts (skipped when ../shared/data is absent); gm-synth",
     "and gm-slakh play the same notes with General MIDI guitars, basses and drums",
@@ -53,21 +54,8 @@ def raw_basic_pitch(audio: np.ndarray) -> list[Note]:
     return [Note(int(e[2]), float(e[0]), float(e[1]), float(e[3])) for e in events]
 
 
-def collisions(notes: list[Note]) -> int:
-    bad = 0
-    by_string: dict[int, list[Note]] = {}
-    for n in notes:
-        by_string.setdefault(n.string, []).append(n)
-    for group in by_string.values():
-        group.sort(key=lambda n: n.start)
-        for a, b in zip(group, group[1:], strict=False):
-            if b.start < a.end - 1e-6:
-                bad += 1
-    return bad
-
-
 async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
-    from gateway.local import LocalChain
+    from launcher.embedded import LocalChain
     from tabagent.client import AsyncClient, Notes, process_config
 
     out: dict[str, dict[str, list[Note]]] = {}
@@ -99,7 +87,7 @@ def main() -> int:
         for part in ("guitar", "bass"):
             p, r, f = onset_f1(mix.truth[part], results[mix.name][part])
             _, _, fr = onset_f1(mix.truth[part], raw)
-            c = collisions(results[mix.name][part])
+            c = count_collisions(results[mix.name][part])
             rows.append((mix.group, part, f, fr))
             lines.append(f"{mix.name:<28} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")
     lines += mean_lines(rows, 28, ("{:8.3f} {:>5} {:>5}", "{:10.3f}"))

@@ -87,14 +87,14 @@ def command() -> str:
 def song(seconds: float, seed: int = 0) -> Path:
     """A synthesised guitar + bass + drums song as a 16-bit WAV, cached between runs.
 
-    Songs up to LOOP_SECONDS are `tabagent.examples.make_song`; longer ones repeat such a
+    Songs up to LOOP_SECONDS are `evalkit.examples.make_song`; longer ones repeat such a
     song, written block by block (an hour is 635 MB on disk, never all in memory).
     """
     SONGS.mkdir(parents=True, exist_ok=True)
     path = SONGS / f"song-{seconds:g}s-{seed}.wav"
     if path.exists():
         return path
-    from tabagent.examples import make_song
+    from evalkit.examples import make_song
 
     tmp = path.with_suffix(".tmp")
     base = make_song(min(seconds, LOOP_SECONDS), seed=seed).mix

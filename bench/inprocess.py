@@ -51,13 +51,14 @@ class InProcessChain:
     def __init__(self, separator_model: str = "", model_dir: Path | None = None) -> None:
         from separator_svc.model import load_model
         from transcriber_svc.config import TranscriberConfig
+        from transcriber_svc.holder import warm_up
         from transcriber_svc.model import BasicPitchModel
 
         self.config = TranscriberConfig.from_env()
         self.separator = load_model(separator_model or "htdemucs", model_dir, "cpu")
         self.separator.warm_up()
         self.basic_pitch = BasicPitchModel(threads=self.config.threads, device="cpu")
-        self.basic_pitch.warm_up()
+        warm_up(self.basic_pitch)
 
     def stem_for(self, instrument: str) -> str:
         """The stem the gateway routes a part to (see gateway.chain.stem_for_part)."""

@@ -1,8 +1,8 @@
 """Test mixes of guitar + bass + drums with known notes, for the chain's accuracy benchmarks.
 
-Synthesised songs come from `tabagent.examples`; when ../shared/data is present, the
+Synthesised songs come from `evalkit.examples`; when ../shared/data is present, the
 Slakh2100 track's guitar (S08) and bass (S04) stems are mixed with drums rendered from its
-drum MIDI (S03) by `tabagent.synth`, in 30 s excerpts. With FluidSynth and a General MIDI
+drum MIDI (S03) by `evalkit.synth`, in 30 s excerpts. With FluidSynth and a General MIDI
 soundfont (Debian's `fluidsynth` and `fluid-soundfont-gm`, installed by
 `scripts/install.sh --bench`), the same notes are also rendered with sampled GM guitars,
 basses and drums: timbres the separator and the transcriber's settings were not tuned on.
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
-from tabagent.examples import make_song
+from evalkit import synth
+from evalkit.examples import make_song
+from evalkit.scoring import onset_scores
 from tabagent.notes import Note
 
 SHARED = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -198,18 +199,9 @@ def _as_midi(notes: list[Note]) -> list[tuple[int, float, float, int]]:
 
 
 def onset_f1(truth: list[Note], est: list[Note], tolerance: float = 0.05) -> tuple[float, float, float]:
-    """mir_eval onset-only precision, recall, F1 (pitch within 50 cents)."""
-    import mir_eval
-
-    if not truth or not est:
-        return 0.0, 0.0, 0.0
-    ref_i = np.array([[n.start, max(n.end, n.start + 0.01)] for n in truth])
-    ref_p = np.array([synth.midi_to_hz(n.pitch) for n in truth])
-    est_i = np.array([[n.start, max(n.end, n.start + 0.01)] for n in est])
-    est_p = np.array([synth.midi_to_hz(n.pitch) for n in est])
-    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ref_i, ref_p, est_i, est_p, onset_tolerance=tolerance, offset_ratio=None)
-    return float(p), float(r), float(f)
+    """Onset-only precision, recall, F1 (evalkit.scoring: pitch within 50 cents)."""
+    scores = onset_scores(truth, est, tolerance)
+    return scores.precision, scores.recall, scores.f1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ For each part of each mix in bench/mixes.py, the part alone (no separation) is s
 with mir_eval onset F1 (50 ms, pitch within 50 cents) two ways: Basic Pitch's own
 whole-file `predict` with its defaults (the raw baseline), and the notes the transcriber
 service sends for that instrument (streamed windows, post-processing: bass monophony and
-octave repair, guitar cleanup; in range or not), from transcriber_svc.evaluate.
+octave repair, guitar cleanup; in range or not), from evalkit.transcriber_eval.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from mixes import SR, add_arguments, command_line, mean_lines, onset_f1, selecte
 def main() -> int:
     import soxr
 
+    from evalkit.transcriber_eval import transcribe
     from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
-    from transcriber_svc.evaluate import transcribe
     from transcriber_svc.model import BasicPitchModel
 
     parser = argparse.ArgumentParser()

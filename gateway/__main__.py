@@ -5,7 +5,7 @@ import logging
 import os
 
 from gateway.config import GatewayConfig
-from gateway.serve import serve
+from gateway.main import serve
 
 
 def main() -> None:

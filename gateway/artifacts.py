@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import av
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from gateway.spec import SongResult
 from tabagent import exporters
 from tabagent import result as result_doc
+from tabagent.exporters.text import for_codepage
 from tabagent.notes import Note
 from tabagent.tuning import Tuning
 from tabagent.v1 import gateway_pb2
@@ -30,6 +33,23 @@ CONTENT_TYPES = {
     "video.mp4": "video/mp4",
 }
 TAB_ARTIFACTS = ("result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml")
+
+
+def download_name(title: str, name: str) -> str:
+    """What a browser saves an artifact as: "<title> - tab.gp5" (any script), else its name."""
+    clean = "".join(ch for ch in unicodedata.normalize("NFC", title)
+                    if unicodedata.category(ch)[0] != "C" and ch not in '/\\"')
+    clean = " ".join(clean.split())[:120]
+    return f"{clean} - {name}" if clean else name
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A Content-Disposition header for any file name (RFC 6266): an ASCII `filename` that
+    every client reads, and RFC 5987's `filename*=UTF-8''...` with the real name."""
+    fallback = for_codepage(filename, "ascii").replace('"', "'").replace("\\", "_").replace("?", "_")
+    if fallback == filename:
+        return f'{disposition}; filename="{filename}"'
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def content_type(name: str) -> str:
@@ -107,7 +127,7 @@ def write_all(result: SongResult, outdir: Path, names: list[str] | None = None) 
     writers = {
         "result.json": lambda p: p.write_text(result_doc.dumps(result_json(result)), encoding="utf-8"),
         "tab.txt": lambda p: exporters.write_ascii_tab(parts, result.rhythm, p, title=title),
-        "notes.mid": lambda p: exporters.write_midi(parts, result.rhythm, p),
+        "notes.mid": lambda p: exporters.write_midi(parts, result.rhythm, p, title=title),
         "tab.gp5": lambda p: exporters.write_gp5(parts, result.rhythm, p, title=title),
         "tab.musicxml": lambda p: exporters.write_musicxml(parts, result.rhythm, p, title=title),
     }

@@ -52,10 +52,14 @@ class Auth:
         expires = int(now if now is not None else time.time()) + self.link_seconds
         return f"{path}?{urlencode({'exp': expires, 'sig': self._signature(path, expires)})}"
 
+    def token_ok(self, token: str) -> bool:
+        """Whether a bearer token is the key (the gRPC API checks its calls with this too)."""
+        return bool(token) and hmac.compare_digest(token.encode(), self.api_key.encode())
+
     def _bearer_ok(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        return scheme.lower() == "bearer" and self.token_ok(token.strip())
 
     def _link_ok(self, request: Request) -> bool:
         sig = request.query_params.get("sig", "")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +27,22 @@ import numpy as np
 from opentelemetry import trace
 
 from gateway.crosspart import BleedFilter
+from gateway.failover import END as _END
+from gateway.failover import Replay, backoff, retryable
+from gateway.partsplit import PartSplit
 from gateway.spec import PartResult, SongResult, SongSpec
+from gateway.stereo_split import PARTS as SPLIT_PARTS
+from gateway.stereo_split import StereoSplit
 from tabagent import audio as pcm
 from tabagent import telemetry
-from tabagent.errors import Cancelled, TabAgentError, UpstreamError, from_rpc_error
+from tabagent.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    TabAgentError,
+    UpstreamError,
+    from_rpc_error,
+    rpc_status,
+)
 from tabagent.metrics import ServiceMetrics
 from tabagent.notes import Note
 from tabagent.rhythm import BeatTracker
@@ -50,7 +62,6 @@ tracer = telemetry.tracer(__name__)
 
 SAMPLE_RATE = 44_100
 QUEUE_CHUNKS = 16  # ~16 s of audio buffered between two stages at most
-_END = object()
 
 
 @dataclass
@@ -86,31 +97,40 @@ def stems_to_request(instruments: list[str]) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-async def _queue_iter(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
-    while True:
-        item = await queue.get()
-        if item is _END:
-            return
-        yield item
-
-
 class Chain:
     """Runs one song through the services and yields ProcessResponse events.
 
     After the iterator ends, `result` holds the SongResult (notes, rhythm, models,
     paths of the video and stems written under `workdir`).
+
+    A stage whose stream dies with its replica (UNAVAILABLE) is started again on another
+    one, up to `retries` times, from the start of the song (gateway.failover): what it
+    had already passed on is dropped, so the song's result is the same. No downstream
+    stream opens before the upload has decoded its first block (a file the decoder
+    refuses never costs a model anything).
     """
 
-    def __init__(self, stubs: Stubs, spec: SongSpec, workdir: Path, timeout: float | None) -> None:
+    def __init__(self, stubs: Stubs, spec: SongSpec, workdir: Path, timeout: float | None,
+                 retries: int = 2) -> None:
         self.stubs = stubs
         self.spec = spec
         self.workdir = workdir
         self.timeout = timeout
+        self.retries = max(0, retries)
         self.result = SongResult(spec.song_id, spec)
         self._events: asyncio.Queue[Any] = asyncio.Queue(256)
         self._calls: list[Any] = []
+        self._replays: list[Replay[Any]] = []
+        self._progress: dict[tuple[str, str], float] = {}
+        self._deadline = time.monotonic() + timeout if timeout else None
+        # Set once the decoder has produced audio: the file is readable, within limits.
+        self._audio = asyncio.Event()
         self._want_video = spec.video and stubs.video is not None
         self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        # --parts lead,rhythm: the guitar stem split by stereo position, each note then
+        # kept in one of the two parts (gateway.stereo_split, gateway.partsplit).
+        names = {p.name for p in spec.parts}
+        self._split = PartSplit() if set(SPLIT_PARTS) <= names else None
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -205,6 +225,8 @@ class Chain:
         watch = [video_task] if video_task is not None else []
         try:
             await self._wait(core, watch)
+            for ready in self._split.flush() if self._split is not None else []:
+                await self._publish(ready, video_in)
             with self._stage("beats"):
                 self.result.rhythm = await asyncio.to_thread(tracker.result)
             if video_task is not None:
@@ -218,6 +240,8 @@ class Chain:
             for call in self._calls:
                 call.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for replay in self._replays:
+                replay.close()
 
     @staticmethod
     async def _wait(must: list[asyncio.Task[Any]], watch: list[asyncio.Task[Any]]) -> None:
@@ -232,11 +256,72 @@ class Chain:
                 if exc is not None:
                     raise exc
 
-    def _call(self, rpc: Any, requests: AsyncIterator[Any], service: str) -> Any:
-        """Start a downstream stream; call it inside the stage's span (its trace parent)."""
-        call = rpc(requests, timeout=self.timeout, metadata=(("x-song-id", self.spec.song_id),))
-        self._calls.append(call)
-        return call
+    def _replay(self, name: str, first: Any, queue: asyncio.Queue[Any], wrap: Any, parse: Any) -> Replay[Any]:
+        """The request source of one stage, with a tape when restarts are allowed."""
+        tape = self.workdir / ".tapes" / f"{name}.tape" if self.retries else None
+        replay: Replay[Any] = Replay(first, queue, wrap, parse, tape)
+        self._replays.append(replay)
+        return replay
+
+    def _remaining(self) -> float | None:
+        """Seconds left of the song's deadline for the next downstream call."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"song {self.spec.song_id}: the deadline passed")
+        return left
+
+    async def _stream(self, rpc: Any, replay: Replay[Any], service: str,
+                      handle: Callable[[str, Any, int], Awaitable[None]], **progress: str) -> None:
+        """Run one stage's downstream stream to its end, restarting it if its replica dies.
+
+        Each attempt is started inside the stage's span (its trace parent) and sends the
+        whole input again (`replay`); `handle(kind, message, restarts)` gets every
+        response but progress, which goes on to the client stamped with `progress`
+        (stage, part) and never goes backwards. A failure that cannot be retried, or
+        the last one allowed, raises the TabAgentError that says what happened.
+        """
+        restarts = 0
+        key = (progress.get("stage", ""), progress.get("part", ""))
+        while True:
+            call = rpc(replay.requests(), timeout=self._remaining(),
+                       metadata=(("x-song-id", self.spec.song_id),))
+            self._calls.append(call)
+            responses = 0
+            try:
+                async for resp in call:
+                    responses += 1
+                    kind = resp.WhichOneof("payload")
+                    message = getattr(resp, kind)
+                    if kind == "progress":
+                        if message.done_seconds < self._progress.get(key, 0.0) and not message.total_seconds:
+                            continue  # a restarted stream catching up
+                        self._progress[key] = message.done_seconds
+                        for field, value in progress.items():
+                            setattr(message, field, value)
+                        await self._emit(progress=message)
+                    else:
+                        await handle(kind, message, restarts)
+                if restarts:
+                    self.result.warnings.append(
+                        f"{service}: the replica serving this song went away; the stage was started again "
+                        f"on another replica ({restarts} time(s)) and finished")
+                return
+            except grpc.RpcError as exc:
+                if restarts >= self.retries or not replay.replayable or not retryable(exc, responses):
+                    raise self._downstream_error(exc, service, responses, restarts) from None
+                restarts += 1
+                code, details = rpc_status(exc)
+                log.warning("song %s: the %s stream failed (%s: %s) after %d responses; starting it "
+                            "again on another replica (restart %d of %d)", self.spec.song_id, service,
+                            code.name, details, responses, restarts, self.retries)
+                trace.get_current_span().add_event("restart", {"service": service, "code": code.name,
+                                                               "restart": restarts})
+                self.result.restarts[service] = restarts
+                await asyncio.sleep(backoff(restarts))
+            finally:
+                call.cancel()
 
     @contextmanager
     def _stage(self, stage: str, **attributes: Any) -> Iterator[trace.Span]:
@@ -249,21 +334,27 @@ class Chain:
                 span.set_attribute("audio.seconds", self.result.seconds)
         self._observe(stage, time.monotonic() - started)
 
-    def _downstream_error(self, exc: grpc.RpcError, service: str, responses: int) -> TabAgentError:
+    def _downstream_error(self, exc: grpc.RpcError, service: str, responses: int,
+                          restarts: int = 0) -> TabAgentError:
         """The error a failed downstream stream becomes, saying plainly what happened."""
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        code, details = rpc_status(exc)
+        tried = f" (after {restarts} restart(s) on other replicas)" if restarts else ""
         if code == grpc.StatusCode.UNAVAILABLE and responses:
-            details = (exc.details() if hasattr(exc, "details") else "") or "connection lost"
             return UpstreamError(
-                f"{service} became unavailable in the middle of song {self.spec.song_id}: the "
-                f"replica serving it went away ({details}). The song was stopped; retry it", code)
-        return from_rpc_error(exc, service)
+                f"{service} became unavailable in the middle of song {self.spec.song_id}{tried}: the "
+                f"replica serving it went away ({details or 'connection lost'}). The song was stopped; "
+                "retry it", code)
+        error = from_rpc_error(exc, service)
+        if tried:
+            error.message += tried
+        return error
 
     async def _feed(self, audio: AsyncIterator[np.ndarray], sep_in: asyncio.Queue[Any],
                     video_in: asyncio.Queue[Any], tracker: BeatTracker) -> None:
         offset = 0
         with self._stage("decode"):
             async for block in audio:
+                self._audio.set()
                 chunk = pcm.make_chunk(block, SAMPLE_RATE, offset)
                 await sep_in.put(chunk)
                 if self._want_video:
@@ -272,6 +363,7 @@ class Chain:
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
                 await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))
+        self._audio.set()
         await sep_in.put(_END)
 
     async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
@@ -280,56 +372,87 @@ class Chain:
         # Every stem when the client wants them back, else only those the parts read.
         stems = [] if spec.return_stems else stems_to_request([p.instrument for p in spec.parts])
 
-        async def requests() -> AsyncIterator[separator_pb2.SeparateRequest]:
-            yield separator_pb2.SeparateRequest(config=separator_pb2.SeparateConfig(
-                model=spec.separator_model, song_id=spec.song_id, stems=stems))
-            async for chunk in _queue_iter(sep_in):
-                yield separator_pb2.SeparateRequest(audio=chunk)
-
+        first = separator_pb2.SeparateRequest(config=separator_pb2.SeparateConfig(
+            model=spec.separator_model, song_id=spec.song_id, stems=stems))
+        replay = self._replay("separate", first, sep_in, lambda c: separator_pb2.SeparateRequest(audio=c),
+                              separator_pb2.SeparateRequest.FromString)
         routes: dict[str, list[str]] = {}
         stem_writers: dict[str, Any] = {}
-        with self._stage("separate"):
-            call = self._call(self.stubs.separator.Separate, requests(), "separator")
-            responses = 0
-            try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
-                    if kind == "stem":
-                        stem = resp.stem
-                        samples = pcm.read_chunk(stem.audio)
-                        for part in routes.get(stem.stem, []):
-                            mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
-                            await part_in[part].put(pcm.make_chunk(mono, stem.audio.sample_rate, stem.audio.offset))
-                        if stem.stem in stem_writers:
-                            await asyncio.to_thread(stem_writers[stem.stem].write, samples)
-                    elif kind == "info":
-                        info = resp.info
-                        self._separating.set()
-                        self.result.models["separator"] = info.model
-                        if info.model.fallback:
-                            self.result.warnings.append(f"separator: {info.model.message}")
-                        sources = list(info.stems) or list(info.sources)
-                        for p in spec.parts:
-                            routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
-                        if spec.return_stems:
-                            from gateway.artifacts import StemWriter
+        forwarded: dict[str, int] = {}   # per stem: frames passed on (a restart resumes after them)
+        halves: dict[str, StereoSplit] = {}       # stem -> its lead/rhythm splitter
+        split_at: dict[str, int] = {}            # part -> frames of split audio sent
 
-                            for s in sources:
-                                path = self.workdir / f"stem-{s}.flac"
-                                stem_writers[s] = StemWriter(path, info.sample_rate or SAMPLE_RATE)
-                                self.result.stem_paths[s] = path
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage = "separate"
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, "separator", responses) from None
+        async def handle(kind: str, message: Any, restarts: int) -> None:
+            if kind == "stem":
+                samples = pcm.read_chunk(message.audio)
+                start, done = int(message.audio.offset), forwarded.get(message.stem, 0)
+                if start + samples.shape[0] <= done:
+                    return  # sent before the restart
+                if start < done:
+                    samples, start = samples[done - start:], done
+                forwarded[message.stem] = start + samples.shape[0]
+                rate = message.audio.sample_rate
+                split = await asyncio.to_thread(halves[message.stem].push, samples) if message.stem in halves else {}
+                for part in routes.get(message.stem, []):
+                    if part in split:
+                        await self._put_split(part_in[part], split[part], rate, split_at, part)
+                        continue
+                    mono = samples.mean(axis=1, keepdims=True, dtype=np.float32)
+                    await part_in[part].put(pcm.make_chunk(mono, message.audio.sample_rate, start))
+                if message.stem in stem_writers:
+                    await asyncio.to_thread(stem_writers[message.stem].write, samples)
+            elif kind == "info":
+                before = self.result.models.get("separator")
+                if before is not None:
+                    if (before.name, before.fallback) != (message.model.name, message.model.fallback):
+                        raise UpstreamError(
+                            f"the separator replica that took over song {spec.song_id} serves "
+                            f"{message.model.name!r}, not {before.name!r}; the song was stopped, retry it",
+                            grpc.StatusCode.UNAVAILABLE)
+                    return
+                self._separating.set()
+                self.result.models["separator"] = message.model
+                if message.model.fallback:
+                    self.result.warnings.append(f"separator: {message.model.message}")
+                sources = list(message.stems) or list(message.sources)
+                for p in spec.parts:
+                    routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                    if p.name in SPLIT_PARTS:
+                        stem = stem_for_part(p.instrument, sources)
+                        halves.setdefault(stem, StereoSplit(message.sample_rate or SAMPLE_RATE))
+                if spec.return_stems:
+                    from gateway.artifacts import StemWriter
+
+                    for src in sources:
+                        path = self.workdir / f"stem-{src}.flac"
+                        stem_writers[src] = StemWriter(path, message.sample_rate or SAMPLE_RATE)
+                        self.result.stem_paths[src] = path
+
+        await self._audio.wait()
+        with self._stage("separate"):
+            try:
+                await self._stream(self.stubs.separator.Separate, replay, "separator", handle, stage="separate")
             finally:
                 for w in stem_writers.values():
                     await asyncio.to_thread(w.close)
+            for stem, splitter in halves.items():
+                rest = splitter.finish()
+                for part in routes.get(stem, []):
+                    if part in rest:
+                        await self._put_split(part_in[part], rest[part], splitter.sample_rate, split_at, part)
+                if splitter.mono:
+                    log.info("song %s: the guitar stem has no stereo image; lead and rhythm are told "
+                             "apart by chords and register alone", self.spec.song_id)
         for q in part_in.values():
             await q.put(_END)
+
+    @staticmethod
+    async def _put_split(queue: asyncio.Queue[Any], mono: np.ndarray, rate: int, sent: dict[str, int],
+                         part: str) -> None:
+        """Queue one part's share of the split stem (offsets count that part's own frames)."""
+        if mono.size:
+            await queue.put(pcm.make_chunk(mono[:, None], rate, sent.get(part, 0)))
+            sent[part] = sent.get(part, 0) + mono.size
 
     async def _transcribe(self, part: str, chunks: asyncio.Queue[Any], video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[part]
@@ -339,43 +462,58 @@ class Chain:
             onset_threshold=spec.onset_threshold, frame_threshold=spec.frame_threshold,
             song_id=self.spec.song_id)
 
-        async def requests() -> AsyncIterator[transcriber_pb2.TranscribeRequest]:
-            yield transcriber_pb2.TranscribeRequest(config=config)
-            async for chunk in _queue_iter(chunks):
-                yield transcriber_pb2.TranscribeRequest(audio=chunk)
+        replay = self._replay(f"transcribe-{part}", transcriber_pb2.TranscribeRequest(config=config), chunks,
+                              lambda c: transcriber_pb2.TranscribeRequest(audio=c),
+                              transcriber_pb2.TranscribeRequest.FromString)
+        final_until = 0.0   # every note starting before this has been received
+
+        async def handle(kind: str, message: Any, restarts: int) -> None:
+            nonlocal final_until
+            if kind == "notes":
+                if restarts:  # drop what the stream sent before its restart
+                    notes = [n for n in message.notes if n.start >= final_until]
+                    out = [n for n in message.out_of_range if n.start >= final_until]
+                    if not notes and not out and message.final_until <= final_until:
+                        return
+                    del message.notes[:], message.out_of_range[:]
+                    message.notes.extend(notes)
+                    message.out_of_range.extend(out)
+                final_until = max(final_until, message.final_until)
+                message.part = part
+                for ready in self._bleed.add(part, message):
+                    await self._release(ready, video_in)
+            elif kind == "info":
+                if pr.model is not None:
+                    if pr.model.name != message.model.name:
+                        raise UpstreamError(
+                            f"the transcriber replica that took over part {part!r} serves {message.model.name!r}, "
+                            f"not {pr.model.name!r}; the song was stopped, retry it", grpc.StatusCode.UNAVAILABLE)
+                    return
+                pr.model = message.model
+                self.result.models[f"transcriber:{part}"] = message.model
+                await self._emit(part=gateway_pb2.PartStarted(
+                    part=part, tuning=message.tuning, model=message.model))
+                if self._want_video:
+                    await video_in.put(video_pb2.RenderRequest(
+                        part=video_pb2.PartInfo(part=part, tuning=message.tuning)))
 
         await self._separating.wait()
         with self._stage("transcribe", part=part):
-            call = self._call(self.stubs.transcriber.Transcribe, requests(), "transcriber")
-            responses = 0
-            try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
-                    if kind == "notes":
-                        batch = resp.notes
-                        batch.part = part
-                        for ready in self._bleed.add(part, batch):
-                            await self._release(ready, video_in)
-                    elif kind == "info":
-                        pr.model = resp.info.model
-                        self.result.models[f"transcriber:{part}"] = resp.info.model
-                        await self._emit(part=gateway_pb2.PartStarted(
-                            part=part, tuning=resp.info.tuning, model=resp.info.model))
-                        if self._want_video:
-                            await video_in.put(video_pb2.RenderRequest(
-                                part=video_pb2.PartInfo(part=part, tuning=resp.info.tuning)))
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage, p.part = "transcribe", part
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, f"transcriber ({part})", responses) from None
+            await self._stream(self.stubs.transcriber.Transcribe, replay, f"transcriber ({part})", handle,
+                               stage="transcribe", part=part)
         for ready in self._bleed.end(part):
             await self._release(ready, video_in)
 
     async def _release(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
-        """Record a final batch and send it to the client and the renderer."""
+        """Record a final batch and send it to the client and the renderer (a lead or
+        rhythm batch first goes through the lead/rhythm split)."""
+        if self._split is not None and batch.part in self._split.parts:
+            for ready in self._split.add(batch):
+                await self._publish(ready, video_in)
+            return
+        await self._publish(batch, video_in)
+
+    async def _publish(self, batch: audio_pb2.NoteBatch, video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[batch.part]
         pr.notes.extend(_kept(n) for n in batch.notes)
         pr.out_of_range.extend(_kept(n) for n in batch.out_of_range)
@@ -395,32 +533,34 @@ class Chain:
         render.title = render.title or spec.title
         render.song_id = spec.song_id
 
-        async def requests() -> AsyncIterator[video_pb2.RenderRequest]:
-            yield video_pb2.RenderRequest(config=render)
-            async for req in _queue_iter(video_in):
-                yield req
+        replay = self._replay("render", video_pb2.RenderRequest(config=render), video_in, lambda r: r,
+                              video_pb2.RenderRequest.FromString)
+        sent: list[tuple[float, float, bool]] = []   # fragments passed on
+        seen: dict[int, int] = {}                     # fragments received, per attempt
 
         path = self.workdir / "video.mp4"
         with self._stage("render"), open(path, "wb") as out:
-            call = self._call(self.stubs.video.Render, requests(), "video")
-            responses = 0
-            try:
-                async for resp in call:
-                    responses += 1
-                    kind = resp.WhichOneof("payload")
-                    if kind == "fragment":
-                        await asyncio.to_thread(out.write, resp.fragment.data)
-                        await self._emit(video=resp.fragment)
-                    elif kind == "info":
-                        self.result.models["video"] = resp.info.background
-                        if resp.info.background.fallback and spec.render is not None and spec.render.diffusion:
-                            self.result.warnings.append(f"video: {resp.info.background.message}")
-                    elif kind == "progress":
-                        p = resp.progress
-                        p.stage = "render"
-                        await self._emit(progress=p)
-            except grpc.RpcError as exc:
-                raise self._downstream_error(exc, "video", responses) from None
+
+            async def handle(kind: str, message: Any, restarts: int) -> None:
+                if kind == "fragment":
+                    index = seen[restarts] = seen.get(restarts, -1) + 1
+                    if index < len(sent):  # sent before the restart: the same bytes again
+                        start, end, init = sent[index]
+                        if init != message.init or abs(start - message.start) > 1e-3 or abs(end - message.end) > 1e-3:
+                            raise UpstreamError(
+                                f"the video of song {spec.song_id} could not be resumed on another renderer "
+                                f"replica (fragment {index} differs); the song was stopped, retry it",
+                                grpc.StatusCode.UNAVAILABLE)
+                        return
+                    sent.append((message.start, message.end, message.init))
+                    await asyncio.to_thread(out.write, message.data)
+                    await self._emit(video=message)
+                elif kind == "info" and "video" not in self.result.models:
+                    self.result.models["video"] = message.background
+                    if message.background.fallback and spec.render is not None and spec.render.diffusion:
+                        self.result.warnings.append(f"video: {message.background.message}")
+
+            await self._stream(self.stubs.video.Render, replay, "video", handle, stage="render")
         self.result.video_path = path
 
 

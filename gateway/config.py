@@ -6,7 +6,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class GatewayConfig:
     api_key: str = ""                       # empty: no auth on the HTTP API
     http_max_running: int = 2
     http_max_backlog: int = 16
+    grace: float = 30.0                     # seconds running streams and HTTP jobs get on SIGTERM
+    service_token: str = ""                 # sent to the model services (TABAGENT_SERVICE_TOKEN)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
+    failover_retries: int = 2               # restarts of a song's stage on another replica
+    ready_wait: float = 300.0               # longest a gRPC song waits for the model services
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -57,4 +63,9 @@ class GatewayConfig:
             api_key=os.environ.get("TABAGENT_API_KEY", d.api_key),
             http_max_running=env_int("TABAGENT_HTTP_MAX_RUNNING", d.http_max_running),
             http_max_backlog=env_int("TABAGENT_HTTP_MAX_BACKLOG", d.http_max_backlog),
+            grace=env_float("GATEWAY_GRACE_SECONDS", d.grace),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
+            failover_retries=env_int("TABAGENT_FAILOVER_RETRIES", d.failover_retries),
+            ready_wait=env_float("TABAGENT_READY_WAIT", d.ready_wait),
         )

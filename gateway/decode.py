@@ -165,6 +165,13 @@ def _wav_declared_seconds(path: Path) -> float | None:
     return None
 
 
+def _header_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
+    """What an open container's headers declare, in seconds (0 when they declare nothing)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration else 0.0
+
+
 def declared_seconds(path: Path) -> float | None:
     """The duration the file's headers declare, or None when they declare none."""
     wav = _wav_declared_seconds(path)
@@ -183,6 +190,73 @@ def declared_seconds(path: Path) -> float | None:
         return None
 
 
+def _wav_data(path: Path) -> tuple[int, int, int] | None:
+    """(data offset, declared data bytes, byte rate) of a RIFF/WAVE file, None if not one."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
+        if cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = struct.unpack("<I", head[pos + 16 : pos + 20])[0]
+        if cid == b"data":
+            return (pos + 8, size, byte_rate) if byte_rate else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def wav_shortfall(path: Path) -> tuple[float, float] | None:
+    """(declared, held) seconds of a WAV whose data chunk promises more than the file holds."""
+    data = _wav_data(path)
+    if data is None or data[1] in (0, 0xFFFFFFFF):
+        return None
+    offset, declared, rate = data
+    held = max(0, path.stat().st_size - offset)
+    if held >= declared:
+        return None
+    return declared / rate, held / rate
+
+
+def _holds_audio_at(path: Path, seconds: float) -> bool:
+    """Whether the file really has audio at `seconds` (seeking there and decoding a frame)."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                return False
+            stream = c.streams.audio[0]
+            c.seek(int(seconds * 1_000_000), any_frame=False, backward=True)
+            for frame in c.decode(stream):
+                if frame.time is not None and frame.time >= seconds - 30.0:
+                    return True
+            return False
+    except (av.error.FFmpegError, OSError, ValueError, EOFError):
+        return False
+
+
+def check_declared(path: Path, declared: float | None, max_seconds: float) -> None:
+    """Refuse, truthfully, a complete file whose header declares more than `max_seconds`.
+
+    A header can lie: a 20 KB WAV may declare three hours. Such a file is truncated, not
+    too long, and is told so; only a file that really holds audio past the limit is too long.
+
+    Raises:
+        UnreadableAudio: (HTTP 415) the data ends long before what the header declares.
+        AudioTooLong: (HTTP 413) the file really holds more than `max_seconds`.
+    """
+    short = wav_shortfall(path)
+    if short is not None and short[1] < short[0] - max(0.5, 0.02 * short[0]):
+        raise UnreadableAudio(f"the file is truncated: its header declares {short[0]:.1f} s but it holds "
+                              f"only {short[1]:.1f} s of audio")
+    if not max_seconds or declared is None or declared <= max_seconds:
+        return
+    if not _holds_audio_at(path, max_seconds):
+        raise UnreadableAudio(f"the file is truncated: its header declares {declared:.0f} s but its data ends "
+                              f"before {max_seconds:.0f} s")
+    raise AudioTooLong(f"the song is {declared:.0f} s long; the limit is {max_seconds:.0f} s")
+
+
 @dataclass
 class DecodeStats:
     seconds: float = 0.0
@@ -193,7 +267,7 @@ class DecodeStats:
     declared_seconds: float | None = None
 
 
-class StreamingDecoder:
+class UploadDecoder:
     """Decodes a Spool in a thread and hands out (frames, 2) float32 blocks at 44.1 kHz.
 
     Args:
@@ -274,7 +348,7 @@ class StreamingDecoder:
     def _open(self) -> tuple[av.container.InputContainer, bool]:
         head = self.spool.head(PROBE_BYTES)
         if not head:
-            raise UnreadableAudio("the upload is empty (0 bytes): send an audio file")
+            raise UnreadableAudio("the file is empty (0 bytes): send an audio file")
         if _is_mp4_family(head):
             # MP4/M4A may keep its index at the end: decode once fully uploaded.
             self.spool.wait_complete()
@@ -317,11 +391,13 @@ class StreamingDecoder:
             self.stats.source_channels = int(ctx.channels or 0)
             self.stats.codec = ctx.name or ""
             self.stats.container = container.format.name if container.format else ""
-            declared = container.duration / 1e6 if seekable and container.duration else 0.0
+            declared = _header_seconds(container, stream) or _wav_declared_seconds(self.spool.path) or 0.0
+            self.stats.declared_seconds = declared or None
             if self.max_seconds and declared > self.max_seconds:
-                raise AudioTooLong(
-                    f"the song is {declared:.0f} s long; the limit is {self.max_seconds:.0f} s"
-                )
+                # Refused before a single block leaves (no model works on it), and truthfully:
+                # the whole upload decides between "too long" and "truncated".
+                self.spool.wait_complete()
+                check_declared(self.spool.path, declared, self.max_seconds)
             resampler = av.AudioResampler(format="flt", layout="stereo", rate=SAMPLE_RATE)
             pending: list[np.ndarray] = []
             pending_frames = 0

@@ -13,17 +13,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tabagent import tuning as tunings
+from tabagent import options as core_options
 from tabagent.client import process_config
 from tabagent.errors import BadConfig
 from tabagent.v1 import gateway_pb2
 
 OPTION_DOCS = {
-    "parts": "parts to transcribe, comma-separated: guitar, bass (default guitar,bass)",
-    "tuning": "PART=TUNING, repeatable: a name (drop_d), MIDI numbers (38,45,50,55,59,64) or notes (D2,A2,...)",
+    "parts": "parts to transcribe, comma-separated: guitar, bass, or lead and rhythm instead of guitar "
+             "(default guitar,bass)",
+    "tuning": "PART=TUNING, repeatable: a name (drop_d), MIDI numbers (38,45,50,55,59,64) or notes (D2,A2,...); "
+              "guitar= also reaches lead and rhythm",
     "capo": "PART=FRET, repeatable (0-12)",
     "video": "also render video.mp4 (true/false)",
-    "style": "video style preset (guitar_hero, concert, abstract, acoustic, metal, jazz, synthwave)",
+    "style": f"video style preset ({', '.join(core_options.STYLE_NAMES)}), checked even without video",
     "size": "video size WIDTHxHEIGHT, e.g. 1280x720",
     "fps": "video frame rate",
     "title": "song title for the tabs and the video (default: the file name)",
@@ -32,7 +34,7 @@ OPTION_DOCS = {
     "filename": "the file's name for a raw-body upload (shown only; the content decides the format)",
 }
 KNOWN = tuple(OPTION_DOCS)
-PART_NAMES = tunings.INSTRUMENTS
+PART_NAMES = core_options.PART_NAMES
 MAX_TITLE = 200
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -64,11 +66,6 @@ class JobOptions:
         if values.get("size"):
             values["size"] = tuple(values["size"])
         return cls(**values)
-
-    def artifact_names(self) -> list[str]:
-        """The artifacts this job will have when it is done (stems are named by the model)."""
-        names = ["result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"]
-        return names + (["video.mp4"] if self.video else [])
 
     def to_config(self, filename: str = "") -> gateway_pb2.ProcessConfig:
         """The ProcessConfig the chain runs with.
@@ -102,7 +99,9 @@ def _int(name: str, value: str, low: int, high: int) -> int:
     return n
 
 
-def _per_part(name: str, values: Sequence[str], parts: list[str]) -> dict[str, str]:
+def _per_part(name: str, values: Sequence[str]) -> dict[str, str]:
+    """`PART=VALUE` items (repeated, or `;`-separated) as part -> value, keys as given;
+    `tabagent.options` checks them against the parts."""
     out: dict[str, str] = {}
     for raw in values:
         for item in raw.split(";"):
@@ -113,8 +112,6 @@ def _per_part(name: str, values: Sequence[str], parts: list[str]) -> dict[str, s
             if not sep:  # a bare value is the guitar's (as on the command line)
                 part, value = "guitar", item
             part, value = part.strip(), value.strip()
-            if part not in parts:
-                raise BadConfig(f"{name}: {part!r} is not one of the parts asked for ({', '.join(parts)})")
             if not value:
                 raise BadConfig(f"{name}: expected PART=VALUE, got {item!r}")
             out[part] = value
@@ -139,19 +136,14 @@ def parse_options(fields: Mapping[str, Sequence[str]]) -> JobOptions:
         return values[-1] if values else default
 
     opts = JobOptions()
-    if fields.get("parts"):
-        parts = [p.strip() for raw in fields["parts"] for p in raw.split(",") if p.strip()]
-        if not parts:
-            raise BadConfig("parts: name at least one part (guitar, bass)")
-        for p in parts:
-            if p not in PART_NAMES:
-                raise BadConfig(f"parts: unknown part {p!r}; use {', '.join(PART_NAMES)}")
-        if len(set(parts)) != len(parts):
-            raise BadConfig(f"parts: each part once, got {','.join(parts)}")
-        opts.parts = parts
-    opts.tuning = _per_part("tuning", fields.get("tuning", []), opts.parts)
-    opts.capo = {p: _int(f"capo of {p}", v, 0, 12)
-                 for p, v in _per_part("capo", fields.get("capo", []), opts.parts).items()}
+    if "parts" in fields:
+        opts.parts = list(core_options.check_parts(",".join(fields["parts"])))
+    # The one check every front door shares (tabagent.options): parts, tunings, capos, style.
+    tuning = _per_part("tuning", fields.get("tuning", []))
+    capo = _per_part("capo", fields.get("capo", []))
+    checked = core_options.check_song_options(opts.parts, tuning, capo, last("style"))
+    opts.tuning = {p: str(v) for p, v in core_options.per_part("tuning", tuning, opts.parts).items()}
+    opts.capo = {p: checked.tunings[p].capo for p in core_options.per_part("capo", capo, opts.parts)}
     opts.video = _bool("video", last("video"))
     opts.stems = _bool("stems", last("stems"))
     opts.style = last("style").strip()

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tabagent import options
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.notes import Note
 from tabagent.tuning import Tuning
 from tabagent.v1 import audio_pb2, gateway_pb2, video_pb2
 
-PART_INSTRUMENTS = {"guitar": "guitar", "bass": "bass"}
+PART_INSTRUMENTS = options.PART_INSTRUMENTS
 MAX_PARTS = 4
 
 
@@ -43,7 +44,8 @@ def spec_from_config(cfg: gateway_pb2.ProcessConfig, song_id: str | None = None)
     """Validate a ProcessConfig into a SongSpec.
 
     Raises:
-        BadConfig: unknown instruments, duplicate parts, impossible tunings.
+        BadConfig: unknown instruments, duplicate parts, impossible tunings, an unknown
+            video style (checked here, before any model work).
     """
     parts: list[PartSpec] = []
     configs = list(cfg.parts) or [gateway_pb2.PartConfig(name="guitar"), gateway_pb2.PartConfig(name="bass")]
@@ -65,6 +67,11 @@ def spec_from_config(cfg: gateway_pb2.ProcessConfig, song_id: str | None = None)
                 raise BadConfig(f"part {name!r}: {label} must be in [0, 1), got {value}")
         parts.append(PartSpec(name, instrument, tunings.from_proto(pc.tuning if pc.HasField("tuning") else None, instrument),
                               pc.onset_threshold, pc.frame_threshold))
+    names = [p.name for p in parts]
+    if "guitar" in names and any(n in names for n in options.SPLIT_PARTS):
+        options.check_parts(names)  # lead/rhythm replace guitar: the same one-line refusal
+    if cfg.HasField("video_config"):
+        options.check_style(cfg.video_config.style)
     return SongSpec(
         parts=parts,
         separator_model=cfg.separator_model,
@@ -103,3 +110,4 @@ class SongResult:
     source: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)   # per service: streams started again

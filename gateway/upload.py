@@ -9,13 +9,16 @@ lying header). The content decides whether the file is audio, never its name.
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import av
 
-from gateway.decode import declared_seconds
+from gateway.decode import check_declared, declared_seconds
 from tabagent.errors import AudioTooLong, BadConfig, UnreadableAudio
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
     part = _Part()
     header_field = bytearray()
     header_value = bytearray()
-    headers: dict[str, str] = {}
+    headers: dict[str, bytes] = {}
 
     def on_part_begin() -> None:
         headers.clear()
@@ -143,20 +146,22 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
         header_value.extend(data[start:end])
 
     def on_header_end() -> None:
-        headers[header_field.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+        # Kept as bytes: browsers send a file name in UTF-8, which a str parser would mangle.
+        headers[header_field.decode("latin-1").lower()] = bytes(header_value)
         header_field.clear()
         header_value.clear()
 
     def on_headers_finished() -> None:
         nonlocal sink
-        _, disp = parse_options_header(headers.get("content-disposition", ""))
+        raw = headers.get("content-disposition", b"")
+        _, disp = parse_options_header(raw)
         name = disp.get(b"name", b"").decode("utf-8", "replace")
-        filename = disp.get(b"filename")
+        filename = filename_of(raw, disp.get(b"filename"))
         if name == file_field or (filename is not None and not name):
             if got.got_file:
                 raise BadConfig(f"send one file per job (the form has several {file_field!r} parts)")
             got.got_file = True
-            got.filename = Path(filename.decode("utf-8", "replace")).name if filename else ""
+            got.filename = safe_filename(filename) if filename else ""
             sink = _FileSink(dest, limit)
             part.is_file = True
         else:
@@ -206,6 +211,42 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
     return got
 
 
+_EXTENDED = re.compile(rb"""filename\*\s*=\s*([A-Za-z0-9_-]+)'[^']*'([^;\s]+)""", re.IGNORECASE)
+
+
+def _text(raw: bytes) -> str:
+    """Header bytes as text: UTF-8 (what browsers send), else Windows-1252 (old clients)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
+def filename_of(header: bytes, plain: bytes | None) -> str | None:
+    """The file name of a multipart part's Content-Disposition, in any script.
+
+    RFC 5987's `filename*=UTF-8''%E6%9B%B2.wav` wins over a plain `filename` (RFC 6266);
+    a plain one is read as UTF-8, as browsers send it.
+    """
+    extended = _EXTENDED.search(header)
+    if extended:
+        charset = extended.group(1).decode("ascii").lower()
+        try:
+            return unquote_to_bytes(extended.group(2).decode("ascii")).decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return _text(plain) if plain is not None else None
+
+
+def safe_filename(name: str) -> str:
+    """A client's file name as kept in the job record: the last path part, no control
+    characters, NFC, at most 255 characters. It is only ever shown and used for the title;
+    files on disk have names the gateway chooses."""
+    name = unicodedata.normalize("NFC", name.replace("\\", "/"))
+    name = "".join(ch for ch in Path(name).name if unicodedata.category(ch) != "Cc")
+    return name[:255]
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What probing the upload found."""
@@ -236,7 +277,7 @@ def probe(path: Path, max_seconds: float) -> AudioInfo:
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if not head:
-        raise UnreadableAudio("the upload is empty (0 bytes): send an audio file")
+        raise UnreadableAudio("the file is empty (0 bytes): send an audio file")
     if _looks_like_text(head):
         raise UnreadableAudio("the file is not audio: it looks like text. Send a WAV, MP3, FLAC, Ogg or M4A file")
     try:
@@ -258,6 +299,5 @@ def probe(path: Path, max_seconds: float) -> AudioInfo:
         raise UnreadableAudio(
             f"the file is not in an audio format FFmpeg can read ({exc.__class__.__name__}); "
             "send a WAV, MP3, FLAC, Ogg or M4A file") from None
-    if max_seconds and info.duration is not None and info.duration > max_seconds:
-        raise AudioTooLong(f"the song is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
+    check_declared(path, info.duration, max_seconds)
     return info

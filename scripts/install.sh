@@ -6,10 +6,13 @@
 # dependencies it really uses (the `transcriber` extra). torch is pinned to 2.13.0,
 # the CPU build this kind of machine keeps on disk.
 #
-#   scripts/install.sh [--force] [--bench]
-#   --force  reinstall even when .venv is up to date
-#   --bench  also the Debian packages only the accuracy benchmarks use (FluidSynth and a
-#            General MIDI soundfont, for bench/mixes.py's soundfont mixes)
+#   scripts/install.sh [--force] [--bench] [--notation]
+#   --force     reinstall even when .venv is up to date
+#   --bench     also the Debian packages only the accuracy benchmarks use (FluidSynth and a
+#               General MIDI soundfont, for bench/mixes.py's soundfont mixes and the
+#               technique renders)
+#   --notation  also the notation programs the slow test tests/test_notation_apps.py opens
+#               every export in (MuseScore 3, TuxGuitar, and a JDK to run its reader)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +23,13 @@ STAMP="$VENV/.tabagent-installed"
 want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
 force=0
 bench=0
+notation=0
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
     --bench) bench=1 ;;
-    *) echo "usage: scripts/install.sh [--force] [--bench]" >&2; exit 2 ;;
+    --notation) notation=1 ;;
+    *) echo "usage: scripts/install.sh [--force] [--bench] [--notation]" >&2; exit 2 ;;
   esac
 done
 
@@ -45,6 +50,9 @@ apt_install() {
 
 if ((bench)); then
   apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm
+fi
+if ((notation)); then
+  apt_install mscore3 musescore3 /usr/share/tuxguitar/lib/tuxguitar-lib.jar tuxguitar javac default-jdk-headless
 fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && ((!force)); then
   exit 0

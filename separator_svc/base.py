@@ -6,7 +6,6 @@ import abc
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from tabagent.audio import StreamResampler, to_frames
 from tabagent.errors import BadConfig, Cancelled
-from tabagent.v1 import audio_pb2
+from tabagent.serving.model import ModelInfo
 
 MODEL_RATE = 44_100
 MODEL_CHANNELS = 2
@@ -22,31 +21,6 @@ MODEL_CHANNELS = 2
 # Each stream returns a dict of stem name -> (frames, channels) float32 blocks, all
 # stems the same length and starting at the same frame (the stream's output so far).
 StemBlocks = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What produced the stems; sent to clients as tabagent.v1.ModelInfo."""
-
-    name: str
-    version: str
-    backend: str
-    device: str
-    fallback: bool = False
-    message: str = ""
-    sample_rate: int = MODEL_RATE
-
-    def to_proto(self) -> audio_pb2.ModelInfo:
-        """Return the wire form of this info."""
-        return audio_pb2.ModelInfo(
-            name=self.name,
-            version=self.version,
-            backend=self.backend,
-            device=self.device,
-            fallback=self.fallback,
-            message=self.message,
-            sample_rate=self.sample_rate,
-        )
 
 
 class StemStream(abc.ABC):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from separator_svc.accel import Acceleration
 from tabagent.audio import MAX_CHUNK_BYTES
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 def default_hub_cache() -> Path:
@@ -73,6 +74,8 @@ class SeparatorConfig:
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     default_overlap: float = 0.25
     grace: float = 30.0
+    service_token: str = ""                 # TABAGENT_SERVICE_TOKEN: callers must send it ("" = open)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
 
     @property
     def default_model(self) -> str:
@@ -112,6 +115,8 @@ class SeparatorConfig:
             ),
             max_seconds=env_float("TABAGENT_MAX_SECONDS", d.max_seconds),
             grace=env_float("SEPARATOR_GRACE_SECONDS", d.grace),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
         )
         config.check()
         return config

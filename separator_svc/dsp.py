@@ -18,7 +18,7 @@ synthesis windows, so masks that sum to one give back the mix exactly):
   of a mono mix, which hurts the guitar and bass stems the transcriber relies on, so
   vocals stay in other/guitar.
 
-Measured on tabagent.examples.make_song (12 s, 100 bpm, seed 1; SDR against each part
+Measured on evalkit.examples.make_song (12 s, 100 bpm, seed 1; SDR against each part
 as it sounds in the mix): bass 10.2 dB, guitar 8.0 dB, drums 5.3 dB; the bass stem
 correlates 0.95 with the true bass and 0.12 with the guitar, the guitar stem 0.92 with
 the guitar and 0.09 with the bass. About 14 ms of CPU per second of audio for the
@@ -56,7 +56,7 @@ _MAX_FRAMES = 64  # frames masked per step, bounding the temporary arrays (~20 M
 
 @dataclass(frozen=True)
 class DspParams:
-    """Tuning of the DSP separator (defaults measured on tabagent.examples songs)."""
+    """Tuning of the DSP separator (defaults measured on evalkit.examples songs)."""
 
     n_fft: int = 8192
     hop: int = 2048

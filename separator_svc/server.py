@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -16,21 +16,21 @@ from opentelemetry import trace
 
 from separator_svc.base import SeparatorModel, StemBlocks, StemStream
 from separator_svc.config import SeparatorConfig
-from tabagent import telemetry
+from separator_svc.holder import ModelHolder
+from tabagent import serving, telemetry
 from tabagent.audio import ChunkValidator, make_chunk
-from tabagent.errors import BadConfig, InvalidInput, NotReady
-from tabagent.metrics import ServiceMetrics, start_http_server
-from tabagent.service import (
+from tabagent.errors import BadConfig, InvalidInput
+from tabagent.metrics import ServiceMetrics
+from tabagent.serving import (
     END_OF_AUDIO,
     Health,
+    ServiceServer,
+    ServiceSpec,
     StreamLimiter,
-    bind,
     first_message,
     grpc_stream_errors,
-    new_server,
     read_audio_ahead,
     require_ready,
-    serve_until_signal,
 )
 from tabagent.v1 import audio_pb2, separator_pb2, separator_pb2_grpc
 
@@ -41,110 +41,14 @@ SERVICE_NAME = "tabagent.v1.Separator"
 
 
 
-class ModelStore:
-    """The models a separator serves, loaded and warmed once after the server starts.
-
-    Args:
-        load: returns name -> model; runs in a thread (it may take minutes).
-        default: the name used when a stream's config names no model.
-    """
-
-    def __init__(self, load: Callable[[], Mapping[str, SeparatorModel]], default: str) -> None:
-        self._load = load
-        self.default = default
-        self.models: dict[str, SeparatorModel] = {}
-        self.health: Health | None = None
-        self.metrics: ServiceMetrics | None = None
-
-    @classmethod
-    def from_config(cls, config: SeparatorConfig) -> ModelStore:
-        """A store that loads `config.models` (plus "dsp") with separator_svc.model.load_model."""
-
-        def load() -> dict[str, SeparatorModel]:
-            from separator_svc.model import load_model
-
-            return {
-                name: load_model(
-                    name,
-                    config.model_dir,
-                    config.device,
-                    config.hub_cache,
-                    max_batch=config.max_batch,
-                    max_wait=config.batch_wait,
-                    accel=config.accel,
-                )
-                for name in (*config.models, "dsp")
-            }
-
-        return cls(load, config.default_model)
-
-    @classmethod
-    def of(cls, models: Mapping[str, SeparatorModel], default: str | None = None) -> ModelStore:
-        """A store over already-loaded models (warm() still warms them)."""
-        return cls(lambda: dict(models), default or next(iter(models)))
-
-    def _load_and_warm(self) -> dict[str, SeparatorModel]:
-        models = dict(self._load())
-        if "dsp" not in models:
-            from separator_svc.dsp import DspModel
-
-            models["dsp"] = DspModel()
-        for name, model in models.items():
-            started = time.perf_counter()
-            model.warm_up()
-            log.info(
-                "warmed %s (%s on %s%s) in %.2f s", name, model.info.name, model.info.device,
-                ", FALLBACK" if model.info.fallback else "", time.perf_counter() - started,
-            )
-        return models
-
-    async def warm(self) -> None:
-        """Load and warm every model in a thread, then report SERVING."""
-        started = time.perf_counter()
-        models = await asyncio.to_thread(self._load_and_warm)
-        if self.metrics is not None:
-            info = models[self.default].info if self.default in models else next(iter(models.values())).info
-            self.metrics.set_model(
-                info.name, info.version, info.device, info.fallback, time.perf_counter() - started
-            )
-            for model in models.values():
-                for runner in getattr(model, "runners", []):
-                    runner.on_batch = self.metrics.observe_batch
-        self.models = models
-        if self.health is not None:
-            await self.health.set_serving(True)
-
-    def get(self, name: str) -> SeparatorModel:
-        """The model for a stream's config.
-
-        Raises:
-            NotReady: before warm() finished.
-            BadConfig: for a model this server did not load.
-        """
-        if not self.models:
-            raise NotReady("the separator is still loading its models; retry when SERVING")
-        name = name or self.default
-        if name not in self.models:
-            raise BadConfig(
-                f"model {name!r} is not loaded by this separator (loaded: "
-                f"{', '.join(self.models)}); start it with SEPARATOR_MODELS={name}"
-            )
-        return self.models[name]
-
-    def close(self) -> None:
-        """Release model threads."""
-        for model in self.models.values():
-            model.close()
-
-
 class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
     """Implements Separate; one instance per server."""
 
     def __init__(
-        self, config: SeparatorConfig, store: ModelStore, health: Health, metrics: ServiceMetrics
+        self, config: SeparatorConfig, holder: ModelHolder, health: Health, metrics: ServiceMetrics
     ) -> None:
         self.config = config
-        self.store = store
+        self.holder = holder
         self.health = health
         self.metrics = metrics
         self.limiter = StreamLimiter(config.max_streams, config.max_queue, name="separator")
@@ -170,7 +74,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         if first.WhichOneof("payload") != "config":
             raise BadConfig("the first Separate message must carry a SeparateConfig, not audio")
         cfg = first.config
-        model = self.store.get(cfg.model)
+        model = self.holder.get(cfg.model)
         stems = model.stems_for(list(cfg.stems))
         overlap = self._overlap(cfg.overlap)
         span = trace.get_current_span()
@@ -369,47 +273,22 @@ def _step(
         return out
 
 
+SPEC = ServiceSpec(SERVICE_NAME, "separator", SeparatorServicer,
+                   separator_pb2_grpc.add_SeparatorServicer_to_server)
+
+
 def create_server(
     config: SeparatorConfig,
-    model: ModelStore,
+    model: ModelHolder,
     address: str | None = None,
     metrics: ServiceMetrics | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Build the separator server (health NOT_SERVING until `model.warm()` completes).
-
-    Args:
-        config: settings.
-        model: the ModelStore to serve; `await model.warm()` after `server.start()`.
-        address: bind address; default `config.host:config.port` (port 0 picks one).
-        metrics: where to record metrics; None keeps them in a private registry.
-
-    Returns:
-        (server, bound port).
-    """
-    metrics = metrics or ServiceMetrics("separator")
-    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()], name="separator")
-    model.health = health
-    model.metrics = metrics
-    servicer = SeparatorServicer(config, model, health, metrics)
-    separator_pb2_grpc.add_SeparatorServicer_to_server(servicer, server)
-    port = bind(server, address or f"{config.host}:{config.port}")
-    return server, port
+) -> tuple[ServiceServer, int]:
+    """Build the separator server (NOT_SERVING until `await server.warm()`; see tabagent.serving)."""
+    return serving.create_server(SPEC, config, model, address, metrics)
 
 
 async def serve(config: SeparatorConfig | None = None) -> None:
     """Run the separator until SIGTERM/SIGINT: start, warm the models, serve, drain."""
     config = config or SeparatorConfig.from_env()
-    telemetry.setup("tabagent-separator")
-    metrics = ServiceMetrics("separator")
-    http = start_http_server(config.metrics_port, metrics.registry) if config.metrics_port else None
-    store = ModelStore.from_config(config)
-    server, port = create_server(config, store, metrics=metrics)
-    log.info("separator listening on %s:%d (models %s)", config.host, port, ",".join(config.models))
-    assert store.health is not None
-    try:
-        await serve_until_signal(server, store.health, store.warm, grace=config.grace)
-    finally:
-        store.close()
-        if http is not None:
-            http.close()
-        telemetry.flush()
+    log.info("separator models: %s", ",".join(config.models))
+    await serving.run_service(SPEC, config, ModelHolder.from_config(config))

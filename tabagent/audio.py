@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -173,8 +172,3 @@ class StreamResampler:
         if self._stream is None:
             return block
         return np.ascontiguousarray(self._stream.resample_chunk(block, last=last))
-
-
-def seconds_to_frames(seconds: float, sample_rate: int) -> int:
-    """Frames in `seconds` at `sample_rate`, rounded down."""
-    return int(math.floor(seconds * sample_rate))

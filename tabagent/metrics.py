@@ -7,7 +7,7 @@ private registry, so in-process tests with several services never collide).
 
     metrics = ServiceMetrics("separator")
     metrics.bind_limiter(limiter)                  # queue depth and active streams, live
-    server, health = new_server([...], interceptors=[metrics.interceptor()])
+    server, health = new_server([...], metrics)     # tabagent.serving: requests, in flight
     http = start_http_server(config.metrics_port, metrics.registry)
     ...
     with metrics.stage("segment", audio_seconds=7.8):
@@ -19,21 +19,20 @@ Families (all labelled `service`): `tabagent_requests_total{method,code}`,
 `tabagent_queue_depth` (the autoscaling signal), `tabagent_active_streams`,
 `tabagent_batch_size`, `tabagent_realtime_factor{stage}`, `tabagent_model_load_seconds`,
 `tabagent_model_info{model,version,device,fallback}`, `tabagent_audio_seconds_total`,
-`tabagent_gpu_memory_bytes{device,kind}` (only while CUDA is in use in this process).
+`tabagent_gpu_memory_bytes{device,kind}` (only while CUDA is in use in this process),
+`tabagent_http_jobs{state}` (the gateway's HTTP jobs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 import grpc
@@ -66,12 +65,10 @@ STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 # Compute seconds per audio second: below 1 is faster than real time.
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 5, 10)
-# Health checks and reflection would drown the request counters (probes every few seconds).
-DEFAULT_EXCLUDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class LimiterLike(Protocol):
-    """What `bind_limiter` reads: tabagent.service.StreamLimiter has both."""
+    """What `bind_limiter` reads: tabagent.serving.StreamLimiter has both."""
 
     queued: int
     active: int
@@ -123,6 +120,16 @@ class _Families:
         )
         self.gpu = _GpuMemoryCollector()
         registry.register(self.gpu)
+        self.registry = registry
+        self._jobs: Gauge | None = None
+
+    def jobs(self) -> Gauge:
+        """`tabagent_http_jobs{state}`, created on first use (only the gateway has jobs)."""
+        with _FAMILIES_LOCK:
+            if self._jobs is None:
+                self._jobs = Gauge(f"{PREFIX}_http_jobs", "HTTP jobs by state (queued, running).",
+                                   ["service", "state"], registry=self.registry)
+            return self._jobs
 
 
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
@@ -270,46 +277,6 @@ def _context_code(context: Any) -> grpc.StatusCode | int | None:
     return code if isinstance(code, grpc.StatusCode | int) else None
 
 
-class StreamTracker:
-    """One request or stream in flight: counted, timed, and coded when it ends.
-
-    Use as `async with` (or plain `with`); call `set_code()` to record a code the
-    exception cannot tell (an HTTP status, say).
-    """
-
-    def __init__(self, metrics: ServiceMetrics, method: str, context: Any = None) -> None:
-        self.metrics = metrics
-        self.method = method
-        self.context = context
-        self.code: str | None = None
-        self.started = 0.0
-
-    def set_code(self, code: grpc.StatusCode | int | str) -> None:
-        """Record the status this request ends with (overrides what the exception says)."""
-        self.code = code_name(code)
-
-    def __enter__(self) -> StreamTracker:
-        self.started = time.perf_counter()
-        self.metrics._add_in_flight(1)
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        elapsed = time.perf_counter() - self.started
-        self.metrics._add_in_flight(-1)
-        code = self.code or status_for(exc, self.context)
-        self.metrics.observe_request(self.method, code, elapsed)
-
-    async def __aenter__(self) -> StreamTracker:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
 class _StageTimer:
     def __init__(self, metrics: ServiceMetrics, stage: str, audio_seconds: float | None) -> None:
         self.metrics = metrics
@@ -340,16 +307,14 @@ class ServiceMetrics:
         self.service = service
         self.registry = registry if registry is not None else new_registry()
         self._fam = _families(self.registry)
-        self._lock = threading.Lock()
-        self._in_flight = 0
         self.queue_depth = self._fam.queue_depth.labels(service)
         self.active_streams = self._fam.active_streams.labels(service)
         self.model_load_seconds = self._fam.model_load_seconds.labels(service)
         self.audio_seconds_total = self._fam.audio_seconds.labels(service)
         self.batch_size = self._fam.batch_size.labels(service)
         self.queue_depth.set(0)
-        # Until a limiter is bound, requests in flight (track_stream) count as active.
-        self.active_streams.set_function(lambda: self._in_flight)
+        self.active_streams.set(0)
+        self._limiter_bound = False
         self._fam.gpu.services.add(service)
 
     # -- live gauges ------------------------------------------------------------------
@@ -365,43 +330,30 @@ class ServiceMetrics:
         if active is not None:
             self.active_streams.set_function(active)
 
+    def bind_jobs(self, queued: Callable[[], float], running: Callable[[], float]) -> None:
+        """Read the HTTP jobs queued and running (`tabagent_http_jobs`) at every scrape."""
+        gauge = self._fam.jobs()
+        gauge.labels(self.service, "queued").set_function(queued)
+        gauge.labels(self.service, "running").set_function(running)
+
+    def bind_in_flight(self, in_flight: Callable[[], float]) -> None:
+        """Count the requests in flight (the server's one count) as active streams, until
+        a limiter is bound (tabagent.serving.new_server does it)."""
+        if not self._limiter_bound:
+            self.active_streams.set_function(in_flight)
+
     def bind_limiter(self, limiter: LimiterLike) -> None:
         """Make a StreamLimiter the single source of queue depth and active streams."""
         self.bind(lambda: limiter.queued, lambda: limiter.active)
+        self._limiter_bound = True
 
     # -- requests ---------------------------------------------------------------------
 
-    def track_stream(self, method: str, context: Any = None) -> StreamTracker:
-        """Count, time and code one request or stream: `async with metrics.track_stream(...)`.
-
-        Args:
-            method: the RPC (or HTTP route) name, e.g. "Separate".
-            context: the grpc.aio.ServicerContext, so aborted streams get their real code.
-
-        Returns:
-            A context manager (sync and async) yielding a StreamTracker.
-        """
-        return StreamTracker(self, method, context)
-
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        """Record one finished request (what track_stream does on exit)."""
+        """Record one finished request or stream (the server interceptor and the HTTP
+        middleware call it as each ends)."""
         self._fam.requests.labels(self.service, method, code).inc()
         self._fam.request_seconds.labels(self.service, method).observe(seconds)
-
-    def _add_in_flight(self, delta: int) -> None:
-        with self._lock:
-            self._in_flight += delta
-
-    def interceptor(self, exclude: Iterable[str] = DEFAULT_EXCLUDED) -> grpc.aio.ServerInterceptor:
-        """A server interceptor that tracks every RPC but health checks and reflection.
-
-        Args:
-            exclude: method path prefixes not to track.
-
-        Returns:
-            An interceptor for `tabagent.service.new_server(..., interceptors=[...])`.
-        """
-        return MetricsInterceptor(self, tuple(exclude))
 
     # -- work -------------------------------------------------------------------------
 
@@ -461,57 +413,6 @@ class ServiceMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The registry in the Prometheus text format: (body, content type), for an HTTP route."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-    def asgi_app(self) -> Any:
-        """An ASGI app serving this registry (mount it at /metrics in the gateway)."""
-        from prometheus_client import make_asgi_app
-
-        return make_asgi_app(registry=self.registry)
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler in `track_stream`, keeping async generators generators.
-
-    Handlers written as coroutines (unary, or streams using context.write) stay
-    coroutines, so the interceptor never changes how grpc drives a handler.
-    """
-
-    def __init__(self, metrics: ServiceMetrics, exclude: tuple[str, ...] = DEFAULT_EXCLUDED) -> None:
-        self.metrics = metrics
-        self.exclude = exclude
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        path = handler_call_details.method
-        if handler is None or path.startswith(self.exclude):
-            return handler
-        method = path.rsplit("/", 1)[-1]
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            inner = getattr(handler, kind)
-            if inner is not None:
-                return handler._replace(**{kind: self._wrap(inner, method)})
-        return handler
-
-    def _wrap(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
-        metrics = self.metrics
-        if inspect.isasyncgenfunction(inner):
-
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                async with metrics.track_stream(method, context):
-                    async for response in inner(request, context):
-                        yield response
-
-            return stream
-
-        async def call(request: Any, context: Any) -> Any:
-            async with metrics.track_stream(method, context):
-                return await inner(request, context)
-
-        return call
 
 
 @dataclass

@@ -24,6 +24,10 @@ class Note:
     technique: str = ""
     pitch_bend: list[float] = field(default_factory=list)
     confidence: float = 0.0
+    # How much the sound's energy jumps at the onset (0 = not measured): the transcriber
+    # measures it for technique detection (a pick re-excites the string, a hammer-on less,
+    # a bend or slide not at all). Not sent in messages nor written to result.json.
+    attack: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -88,7 +92,3 @@ class Note:
 def sort_notes(notes: Iterable[Note]) -> list[Note]:
     """Notes in (start, pitch) order."""
     return sorted(notes, key=lambda n: (n.start, n.pitch, n.end))
-
-
-def batch_to_notes(batch: audio_pb2.NoteBatch) -> list[Note]:
-    return [Note.from_proto(n) for n in batch.notes]

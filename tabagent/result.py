@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tabagent.notes import Note
+from tabagent.techniques import bend_amount
 from tabagent.tuning import Tuning
 from tabagent.v1 import audio_pb2
 
@@ -34,12 +35,20 @@ def part_dict(instrument: str, tuning: Tuning, notes: list[Note], out_of_range: 
         "instrument": instrument,
         "tuning": tuning.to_dict(),
         "capo": tuning.capo,
-        "notes": [n.to_dict() for n in sorted(notes, key=lambda n: (n.start, n.pitch))],
+        "notes": [_note_dict(n) for n in sorted(notes, key=lambda n: (n.start, n.pitch))],
         "out_of_range": [
             {"pitch": n.pitch, "start": round(n.start, 4), "end": round(n.end, 4), "velocity": round(n.velocity, 3)}
             for n in out_of_range
         ],
     }
+
+
+def _note_dict(note: Note) -> dict[str, Any]:
+    """A note of result.json; a bent note also says by how much (semitones: 0.5, 1, 2 or 3)."""
+    d = note.to_dict()
+    if "bend" in note.techniques:
+        d["bend"] = bend_amount(note)
+    return d
 
 
 def build(
@@ -103,5 +112,11 @@ def load_parts(doc: Mapping[str, Any]) -> dict[str, tuple[Tuning, list[Note]]]:
         t = part["tuning"]
         tuning = Tuning(tuple(t["strings"]), int(part.get("capo", t.get("capo", 0))), int(t.get("max_fret", 24)),
                         t.get("name", ""), part.get("instrument", name))
-        out[name] = (tuning, [Note.from_dict(n) for n in part["notes"]])
+        notes = []
+        for d in part["notes"]:
+            note = Note.from_dict(d)
+            if d.get("bend") and not note.pitch_bend:
+                note.pitch_bend = [0.0, float(d["bend"])]   # the size is all the exporters read
+            notes.append(note)
+        out[name] = (tuning, notes)
     return out

@@ -31,12 +31,17 @@ _MIN_BPM, _MAX_BPM = 50.0, 220.0
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of the grid: its first step, its length in steps and its time signature."""
+    """One bar of the grid: its first step, its length in steps and its time signature.
+
+    A `pickup` bar (an anacrusis) is shorter than its time signature says: notation
+    writes it as an incomplete first measure, not as a bar of another metre.
+    """
 
     index: int
     start_step: int
     steps: int
     time_signature: tuple[int, int]
+    pickup: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Grid:
         return step * self.step_seconds
 
     def bars(self, end_step: int) -> list[Bar]:
-        """The bars covering steps [0, end_step); a short first bar holds any anacrusis.
+        """The bars covering steps [0, end_step); a short first bar (a pickup) holds any anacrusis.
 
         Args:
             end_step: one past the last step that must be covered.
@@ -81,22 +86,14 @@ class Grid:
         """
         bars: list[Bar] = []
         start = 0
-        if self.phase:
-            bars.append(Bar(0, 0, self.phase, _signature(self.phase, self.subdivision)))
-            start = self.phase
         full = (self.beats_per_bar, 4)
+        if self.phase:
+            bars.append(Bar(0, 0, self.phase, full, pickup=True))
+            start = self.phase
         while start < max(end_step, 1):
             bars.append(Bar(len(bars), start, self.bar_steps, full))
             start += self.bar_steps
         return bars
-
-
-def _signature(steps: int, subdivision: int) -> tuple[int, int]:
-    """A time signature `steps` long: 3 sixteenths -> 3/16, 8 sixteenths -> 2/4."""
-    num, den = steps, 4 * subdivision
-    while num % 2 == 0 and den > 4:
-        num, den = num // 2, den // 2
-    return num, den
 
 
 @dataclass

@@ -153,102 +153,55 @@ def short_name(full_name: str) -> str:
     return (words[0] if words else last).lower()
 
 
-_UNTRACED = ("/grpc.health.v1.", "/grpc.reflection.")
+def open_server_span(
+    method: str, metadata: dict[str, str], service: str = ""
+) -> tuple[trace.Span, Token[otel_context.Context]]:
+    """Start the SERVER span of one RPC, continuing the caller's trace, and make it current.
 
-
-class ServerTracing(grpc.aio.ServerInterceptor):
-    """Continues the caller's trace in every RPC: one SERVER span per call.
-
-    Written here rather than taken from opentelemetry-instrumentation-grpc, whose aio
+    Called by the server interceptor (tabagent.serving.interceptors) in the task that
+    runs the handler, rather than taken from opentelemetry-instrumentation-grpc, whose aio
     interceptor detaches its context from whatever task closes a streaming handler and
-    logs a traceback whenever a stream is cancelled or aborted. This one attaches the
-    span in the task that runs the handler and detaches it there, or not at all when the
-    generator is closed from elsewhere (that task's context is discarded anyway).
+    logs a traceback whenever a stream is cancelled or aborted.
 
     Args:
+        method: the RPC's path, e.g. "/tabagent.v1.Separator/Separate".
+        metadata: the call's string metadata (W3C trace context, x-song-id).
         service: the `tabagent.service` label of this server's spans and of every span
             started under them ("" leaves it unset).
+
+    Returns:
+        (span, token): end the span with `close_server_span`, detach the token in the
+        same task.
     """
-
-    def __init__(self, service: str = "") -> None:
-        self.service = service
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        method = details.method or ""
-        if handler is None or method.startswith(_UNTRACED):
-            return handler
-        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        parent = propagate.extract(metadata)
-        if self.service:
-            parent = with_service(self.service, parent)
-        rpc_service, _, name = method.lstrip("/").partition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": name}
-        if self.service:
-            attributes[SERVICE_ATTRIBUTE] = self.service
-        if metadata.get("x-song-id"):
-            attributes["song.id"] = metadata["x-song-id"]
-        tracer = trace.get_tracer(__name__)
-
-        def start() -> tuple[trace.Span, Token[otel_context.Context]]:
-            span = tracer.start_span(method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER,
-                                     attributes=attributes)
-            return span, otel_context.attach(trace.set_span_in_context(span, parent))
-
-        def close(span: trace.Span, context: Any, exc: BaseException | None) -> None:
-            code = context.code() if hasattr(context, "code") else None
-            if exc is not None and not isinstance(exc, (GeneratorExit, grpc.aio.AbortError)):
-                span.record_exception(exc)
-            if code not in (None, grpc.StatusCode.OK) or (exc is not None and code is None):
-                span.set_attribute("rpc.grpc.status_code", getattr(code, "value", (2,))[0])
-                span.set_status(Status(StatusCode.ERROR, getattr(code, "name", type(exc).__name__)))
-            span.end()
-
-        if handler.stream_stream or handler.unary_stream:
-            inner = handler.stream_stream or handler.unary_stream
-
-            async def streaming(request: Any, context: Any) -> Any:
-                span, token = start()
-                exc: BaseException | None = None
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    close(span, context, exc)
-                    if not isinstance(exc, GeneratorExit):
-                        otel_context.detach(token)
-
-            make = grpc.stream_stream_rpc_method_handler if handler.stream_stream else grpc.unary_stream_rpc_method_handler
-            return make(streaming, handler.request_deserializer, handler.response_serializer)
-
-        inner = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            span, token = start()
-            exc: BaseException | None = None
-            try:
-                return await inner(request, context)
-            except BaseException as e:
-                exc = e
-                raise
-            finally:
-                close(span, context, exc)
-                otel_context.detach(token)
-
-        make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return make(unary, handler.request_deserializer, handler.response_serializer)
+    parent = propagate.extract(metadata)
+    if service:
+        parent = with_service(service, parent)
+    rpc_service, _, name = method.lstrip("/").partition("/")
+    attributes = {"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": name}
+    if service:
+        attributes[SERVICE_ATTRIBUTE] = service
+    if metadata.get("x-song-id"):
+        attributes["song.id"] = metadata["x-song-id"]
+    span = trace.get_tracer(__name__).start_span(
+        method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
 
-def server_interceptors(service: str = "") -> list[Any]:
-    """aio server interceptors that continue the caller's trace.
+def close_server_span(span: trace.Span, context: Any, exc: BaseException | None) -> None:
+    """End an RPC's SERVER span with the status the call ended with.
 
     Args:
-        service: the `tabagent.service` label of the server's spans (e.g. "separator").
+        span: from `open_server_span`.
+        context: the grpc.aio.ServicerContext (after an abort the code lives there).
+        exc: the exception that ended the handler, or None.
     """
-    return [ServerTracing(service)]
+    code = context.code() if hasattr(context, "code") else None
+    if exc is not None and not isinstance(exc, (GeneratorExit, grpc.aio.AbortError)):
+        span.record_exception(exc)
+    if code not in (None, grpc.StatusCode.OK) or (exc is not None and code is None):
+        span.set_attribute("rpc.grpc.status_code", getattr(code, "value", (2,))[0])
+        span.set_status(Status(StatusCode.ERROR, getattr(code, "name", type(exc).__name__)))
+    span.end()
 
 
 def client_interceptors() -> list[Any]:
@@ -256,3 +209,19 @@ def client_interceptors() -> list[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors())
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Calls made inside start no trace: their parent is a span that is not sampled.
+
+    For background chatter (the gateway checking its services' health every second),
+    which would otherwise fill the trace store with one-span traces.
+    """
+    parent = trace.NonRecordingSpan(trace.SpanContext(
+        trace_id=0x1, span_id=0x1, is_remote=False, trace_flags=trace.TraceFlags(0)))
+    token = otel_context.attach(trace.set_span_in_context(parent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tabagent.examples import Song, make_song
+from evalkit.examples import Song, make_song
 
 SHARED_DATA = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

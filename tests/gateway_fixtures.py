@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tabagent import synth
+from evalkit import synth
 from tabagent.client import Artifact, AsyncClient, Done, Notes, PartStarted, Progress, Started
 from tabagent.notes import Note
 from tabagent.v1 import gateway_pb2
@@ -57,15 +57,3 @@ async def collect(client: AsyncClient, path: Path, config: gateway_pb2.ProcessCo
         elif isinstance(event, Done):
             got.done = event
     return got
-
-
-def string_collisions(notes: list[Note]) -> int:
-    """Pairs of notes sounding on one string at once."""
-    bad = 0
-    by_string: dict[int, list[Note]] = {}
-    for n in notes:
-        by_string.setdefault(n.string, []).append(n)
-    for group in by_string.values():
-        group.sort(key=lambda n: n.start)
-        bad += sum(1 for a, b in zip(group, group[1:], strict=False) if b.start < a.end - 1e-6)
-    return bad

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.local import LocalChain
-from gateway.serve import UvicornServer
-from gateway.server import Downstream
+from gateway.downstream import Downstream
+from gateway.http_api.app import create_app
+from gateway.http_api.server import HttpServer
+from launcher.embedded import LocalChain
 
 
 def gateway_config(chain: LocalChain, data_dir: Path, **changes: Any) -> GatewayConfig:
     """Settings for an HTTP gateway in front of `chain`'s services, storing under `data_dir`."""
     values: dict[str, Any] = {"separator_addr": chain.addrs["separator"], "transcriber_addr": chain.addrs["transcriber"],
-                              "video_addr": chain.addrs.get("video", ""), "data_dir": str(data_dir)}
+                              "video_addr": chain.addrs.get("video", ""), "data_dir": str(data_dir),
+                              "service_token": chain.token}
     return dataclasses.replace(GatewayConfig(), **{**values, **changes})
 
 
@@ -34,7 +34,7 @@ class HttpGateway:
         self.config = config
         self.downstream = Downstream(config)
         self.app = create_app(config, self.downstream, **app_args)
-        self.server: uvicorn.Server | None = None
+        self.server: HttpServer | None = None
         self.task: asyncio.Task[None] | None = None
         self.url = ""
 
@@ -43,10 +43,9 @@ class HttpGateway:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = UvicornServer(uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False,
-                                                   timeout_graceful_shutdown=2))
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:
+        self.server = HttpServer(self.app, sock, graceful_seconds=2)
+        self.task = asyncio.create_task(self.server.run())
+        while not self.server.server.started:
             if self.task.done():
                 self.task.result()
             await asyncio.sleep(0.02)
@@ -55,8 +54,7 @@ class HttpGateway:
     async def stop(self) -> None:
         """A graceful stop: running jobs are recorded as interrupted, queued ones stay queued."""
         if self.server is not None and self.task is not None:
-            await self.app.state.stop_jobs()
-            self.server.should_exit = True
+            await self.server.drain(0.0)
             await self.task
         await self.downstream.close()
 

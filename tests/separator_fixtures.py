@@ -16,10 +16,11 @@ import torch
 
 from separator_svc.base import SeparatorModel
 from separator_svc.config import SeparatorConfig
-from separator_svc.server import ModelStore, create_server
+from separator_svc.holder import ModelHolder
+from separator_svc.server import create_server
 from separator_svc.tiny import build_tiny_bag, build_tiny_hub_cache
 from tabagent.audio import iter_chunks
-from tabagent.service import channel_options
+from tabagent.serving import ServiceServer, channel_options
 from tabagent.v1 import audio_pb2, separator_pb2, separator_pb2_grpc
 
 TINY_SEGMENT = 2.0
@@ -77,9 +78,9 @@ def server_config(**overrides: object) -> SeparatorConfig:
 class RunningServer:
     """An in-process server and a channel to it."""
 
-    server: grpc.aio.Server
+    server: ServiceServer
     port: int
-    store: ModelStore
+    store: ModelHolder
     channel: grpc.aio.Channel
     stub: separator_pb2_grpc.SeparatorStub = field(init=False)
 
@@ -89,7 +90,7 @@ class RunningServer:
 
 @contextlib.asynccontextmanager
 async def running_server(
-    store: ModelStore, config: SeparatorConfig | None = None, warm: bool = True
+    store: ModelHolder, config: SeparatorConfig | None = None, warm: bool = True
 ) -> AsyncIterator[RunningServer]:
     """Start a real grpc.aio server on 127.0.0.1:0 with `store`, warm it, yield a client."""
     config = config or server_config()
@@ -98,7 +99,7 @@ async def running_server(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     try:
         if warm:
-            await store.warm()
+            await server.warm()
         yield RunningServer(server, port, store, channel)
     finally:
         await channel.close()

@@ -12,8 +12,8 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, gateway_config
 
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 
 pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tabagent import synth
-from tabagent.examples import make_song
+from evalkit import synth
+from evalkit.examples import make_song
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_tabagent_run_writes_the_outputs(tmp_path: Path) -> None:
     synth.write_wav(str(wav), song.mix)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "tabagent.cli", "run", str(wav), "--out", str(out), "--no-video", "-q"],
+        [sys.executable, "-m", "launcher.cli", "run", str(wav), "--out", str(out), "--no-video", "-q"],
         capture_output=True, text=True, timeout=280, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -38,7 +38,7 @@ def test_tabagent_run_reports_bad_input_plainly(tmp_path: Path) -> None:
     fake = tmp_path / "song.mp3"
     fake.write_text("definitely not audio\n" * 50)
     proc = subprocess.run(
-        [sys.executable, "-m", "tabagent.cli", "run", str(fake), "--out", str(tmp_path / "o"), "--no-video", "-q"],
+        [sys.executable, "-m", "launcher.cli", "run", str(fake), "--out", str(tmp_path / "o"), "--no-video", "-q"],
         capture_output=True, text=True, timeout=280, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2

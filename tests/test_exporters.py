@@ -8,6 +8,7 @@ import mido
 import pretty_midi
 import pytest
 
+from evalkit.fingering_corpus import by_name
 from tabagent import tuning as tunings
 from tabagent.exporters import (
     parse_ascii_tab,
@@ -20,7 +21,6 @@ from tabagent.exporters import (
 )
 from tabagent.fingering import assign
 from tabagent.notes import Note
-from tabagent.pieces import by_name
 from tabagent.rhythm import Rhythm
 
 TEMPO = 100.0
@@ -121,7 +121,10 @@ def test_gp5_with_pyguitarpro_directly(tmp_path: Path) -> None:
     assert [s.value for s in track.strings] == [64, 59, 55, 50, 45, 38]
     beat = track.measures[0].voices[0].beats[0]
     (note,) = beat.notes
-    assert (note.string, note.value) == (3, 7) and note.effect.bend.value == 2
+    # A full bend (2 semitones): Guitar Pro counts bend points in quarter tones, the
+    # bend's value in hundredths of a tone (MuseScore shows it as "full").
+    assert (note.string, note.value) == (3, 7) and note.effect.bend.value == 100
+    assert max(p.value for p in note.effect.bend.points) == 4
     assert sum(m.header.timeSignature.numerator for m in track.measures) >= 4
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
+from evalkit.fingering_corpus import PIECES, by_name
+from evalkit.scoring import count_collisions
+from launcher.fingering_cli import run
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, finger_json, lowest_fret
-from tabagent.fingering_cli import run
 from tabagent.notes import Note
-from tabagent.pieces import PIECES, by_name
 
 GUITAR = tunings.standard("guitar")
 
@@ -29,20 +30,6 @@ def _bare(notes: list[Note]) -> list[Note]:
         n.string = n.fret = -1
         n.technique = ""
     return out
-
-
-def collisions(notes: list[Note]) -> int:
-    """Pairs of notes sounding at once on one string."""
-    count = 0
-    by_string: dict[int, list[Note]] = {}
-    for n in notes:
-        by_string.setdefault(n.string, []).append(n)
-    for group in by_string.values():
-        group.sort(key=lambda n: n.start)
-        for a, b in zip(group, group[1:], strict=False):
-            if b.start < a.end - 1e-9:
-                count += 1
-    return count
 
 
 def _playable(notes: list[Note], tuning: tunings.Tuning) -> None:
@@ -59,7 +46,7 @@ def test_every_piece_is_placed_playably_without_collisions(piece) -> None:
     result = assign(notes, tuning)
     assert len(result.notes) == len(notes) and not result.out_of_range
     _playable(result.notes, tuning)
-    assert collisions(result.notes) == 0
+    assert count_collisions(result.notes) == 0
     # Each chord's fretted notes fit one hand.
     chords: dict[float, list[Note]] = {}
     for n in result.notes:
@@ -91,7 +78,7 @@ def test_sustained_note_keeps_its_string() -> None:
     result = assign([drone, *melody], GUITAR)
     assert drone.end == 2.0
     assert all(n.string != drone.string for n in melody)
-    assert collisions(result.notes) == 0
+    assert count_collisions(result.notes) == 0
 
 
 def test_overlaps_that_cannot_be_avoided_are_cut() -> None:
@@ -99,7 +86,7 @@ def test_overlaps_that_cannot_be_avoided_are_cut() -> None:
     a, b = Note(40, 0.0, 2.0), Note(41, 1.0, 3.0)
     result = assign([a, b], GUITAR)
     assert a.string == b.string == 0 and a.end == 1.0
-    assert collisions(result.notes) == 0
+    assert count_collisions(result.notes) == 0
 
 
 def test_capo_and_max_fret() -> None:
@@ -212,7 +199,7 @@ def test_streaming_matches_the_whole_piece(instrument: str) -> None:
     whole = assign(copy.deepcopy(notes), tuning)
     streamed, released = _stream(copy.deepcopy(notes), tuning, step=1.5)
     assert len(streamed.notes) == len(whole.notes) and not streamed.out_of_range
-    assert collisions(streamed.notes) == 0
+    assert count_collisions(streamed.notes) == 0
     key = {(n.start, n.pitch): (n.string, n.fret) for n in whole.notes}
     agree = sum(key[(n.start, n.pitch)] == (n.string, n.fret) for n in streamed.notes)
     assert agree / len(notes) >= 0.98
@@ -294,7 +281,7 @@ def test_cli_json_and_midi(tmp_path: Path) -> None:
 def test_cli_as_a_process() -> None:
     data = json.dumps({"notes": [{"pitch": 43, "start": 0, "end": 1}, {"pitch": 50, "start": 0, "end": 1}]})
     proc = subprocess.run(
-        [sys.executable, "-m", "tabagent.fingering_cli", "--tuning", "E2,A2,D3,G3,B3,E4", "--capo", "3"],
+        [sys.executable, "-m", "launcher.fingering_cli", "--tuning", "E2,A2,D3,G3,B3,E4", "--capo", "3"],
         input=data, capture_output=True, text=True, timeout=60, check=True,
     )
     result = json.loads(proc.stdout)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from evalkit.fingering_corpus import BASS_PIECES, GUITAR_PIECES, PIECES, Piece, score_fingering
 from tabagent.fingering import assign, lowest_fret
-from tabagent.pieces import BASS_PIECES, GUITAR_PIECES, PIECES, Piece, score_fingering
 
 
 def _total(pieces: tuple[Piece, ...], engine) -> tuple[float, int]:

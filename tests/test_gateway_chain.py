@@ -12,13 +12,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gateway_fixtures import collect, string_collisions, write_audio
+from gateway_fixtures import collect, write_audio
 
-from gateway.local import LocalChain
+from evalkit.examples import Song, make_song
+from evalkit.scoring import count_collisions, onset_scores
+from launcher.embedded import LocalChain
 from separator_svc.tiny import build_tiny_bag
 from tabagent import result as result_doc
 from tabagent.client import AsyncClient, InvalidInput, process_config
-from tabagent.examples import Song, make_song
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.timeout(300)
@@ -41,15 +42,6 @@ def song_wav(tmp_path_factory: pytest.TempPathFactory, song: Song) -> Path:
     return write_audio(tmp_path_factory.mktemp("songs") / "song.wav", song.mix)
 
 
-def onset_f1(truth, est) -> float:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from mixes import onset_f1 as f1
-
-    return f1(truth, est)[2]
-
-
 async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp_path: Path) -> None:
     got = await collect(client, song_wav, process_config(filename="song.wav"), tmp_path)
     assert got.started and got.done is not None
@@ -63,10 +55,10 @@ async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp
     for part in ("guitar", "bass"):
         finals = got.final_until[part]
         assert finals == sorted(finals)
-        assert string_collisions(got.notes[part]) == 0
+        assert count_collisions(got.notes[part]) == 0
     # Accuracy on a synthesised song with known notes (DSP separation + real Basic Pitch).
-    assert onset_f1(song.parts["guitar"], got.notes["guitar"]) > 0.8
-    assert onset_f1(song.parts["bass"], got.notes["bass"]) > 0.7
+    assert onset_scores(song.parts["guitar"], got.notes["guitar"]).f1 > 0.8
+    assert onset_scores(song.parts["bass"], got.notes["bass"]).f1 > 0.7
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["schema_version"] == 1
     assert abs(doc["duration"] - song.seconds) < 0.05
@@ -201,16 +193,35 @@ async def test_deadline_reaches_the_chain(chain: LocalChain, song_wav: Path, tmp
         assert set(got.notes) == {"bass"}
 
 
-async def test_cancel_mid_song_frees_every_service(chain: LocalChain, client: AsyncClient,
-                                                   song_wav: Path) -> None:
-    agen = client.process(song_wav, process_config())
-    async for event in agen:
-        if type(event).__name__ == "Notes":
-            break
-    await agen.aclose()
-    await asyncio.sleep(1.0)
-    got = await collect(client, song_wav, process_config(parts=["guitar"]))
-    assert got.done is not None
+def active_streams(chain: LocalChain) -> dict[str, float]:
+    """`tabagent_active_streams` of the gateway and of every service the chain started."""
+    return {name: m.registry.get_sample_value("tabagent_active_streams", {"service": name}) or 0.0
+            for name, m in chain.metrics.items()}
+
+
+async def test_cancel_mid_song_frees_every_service(song_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled song gives its slot back in every service: with one slot each and no
+    queue, a slot kept would refuse the next song (RESOURCE_EXHAUSTED) and show in
+    `tabagent_active_streams`."""
+    for service in ("GATEWAY", "SEPARATOR", "TRANSCRIBER"):
+        monkeypatch.setenv(f"{service}_MAX_STREAMS", "1")
+        monkeypatch.setenv(f"{service}_MAX_QUEUE", "0")
+    one_part = process_config(parts=["guitar"])
+    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr, retries=0) as client:
+        assert set(active_streams(chain)) == {"gateway", "separator", "transcriber"}
+        agen = client.process(song_wav, one_part)
+        async for event in agen:
+            if type(event).__name__ == "Notes":
+                assert active_streams(chain)["gateway"] == 1
+                break
+        await agen.aclose()
+        for _ in range(100):
+            if not any(active_streams(chain).values()):
+                break
+            await asyncio.sleep(0.05)
+        assert active_streams(chain) == {"gateway": 0, "separator": 0, "transcriber": 0}
+        got = await collect(client, song_wav, one_part)
+        assert got.done is not None
 
 
 async def test_tiny_demucs_bag_through_the_chain(tmp_path: Path) -> None:
@@ -246,3 +257,25 @@ async def test_video_through_the_chain(tmp_path: Path) -> None:
     codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
     assert codecs == {"video": "h264", "audio": "aac"}
     assert abs(float(info["format"]["duration"]) - song.seconds) < 0.1
+
+
+async def test_lead_and_rhythm_parts_from_a_panned_mix(client: AsyncClient, tmp_path: Path) -> None:
+    from evalkit import lead_rhythm
+
+    song = next(lead_rhythm.song(7, "dev", "synth", ("stereo",), seconds=8.0))
+    wav = write_audio(tmp_path / "panned.wav", song.mix)
+    config = process_config(filename="panned.wav", parts=["lead", "rhythm", "bass"])
+    got = await collect(client, wav, config, tmp_path)
+    assert got.done is not None
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert list(doc["parts"]) == ["lead", "rhythm", "bass"]
+    assert doc["parts"]["lead"]["instrument"] == doc["parts"]["rhythm"]["instrument"] == "guitar"
+    right = wrong = 0
+    for part, other in (("lead", "rhythm"), ("rhythm", "lead")):
+        assert got.notes[part] and count_collisions(got.notes[part]) == 0
+        right += round(onset_scores(song.truth[part], got.notes[part]).precision * len(got.notes[part]))
+        wrong += round(onset_scores(song.truth[other], got.notes[part]).precision * len(got.notes[part]))
+    assert right / (right + wrong) > 0.85, (right, wrong)
+    tab = (tmp_path / "tab.txt").read_text()
+    assert " - lead (guitar" in tab and " - rhythm (guitar" in tab and " - bass (bass" in tab
+    assert_exports_match(doc, tmp_path)

@@ -1,4 +1,4 @@
-"""Health meanings and graceful drain, through `serve_until_signal` as `serve()` runs it.
+"""Health meanings and graceful drain, through `ServiceServer.serve` as `run_service()` runs it.
 
 A real separator (the DSP model) serves on loopback; the test plays the kubelet (health
 Check), a balancer (health Watch) and clients. Shutdown is triggered through the stop
@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -20,11 +21,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from separator_fixtures import server_config
 
+from evalkit.examples import make_song
 from separator_svc.dsp import DspModel
-from separator_svc.server import SERVICE_NAME, ModelStore, create_server
-from tabagent import service
+from separator_svc.holder import ModelHolder
+from separator_svc.server import SERVICE_NAME, create_server
+from tabagent import serving
 from tabagent.audio import iter_chunks
-from tabagent.examples import make_song
+from tabagent.metrics import ServiceMetrics
 from tabagent.v1 import separator_pb2, separator_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,7 +94,7 @@ def chunks() -> list:
 
 async def refused(port: int) -> grpc.StatusCode | None:
     """Open a new stream on a new connection; the code it is refused with (None: accepted)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=service.channel_options()) as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=serving.channel_options()) as channel:
         call = separator_pb2_grpc.SeparatorStub(channel).Separate(iter([separator_pb2.SeparateRequest(
             config=separator_pb2.SeparateConfig(model="dsp", song_id="late"))]), timeout=5.0)
         try:
@@ -106,18 +109,18 @@ async def refused(port: int) -> grpc.StatusCode | None:
 async def test_health_follows_warm_up_and_drain_finishes_running_streams(trigger: str, chunks: list) -> None:
     if trigger == "SIGTERM" and threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers need the main thread")
-    store = ModelStore.of({"dsp": DspModel()})
-    server, port = create_server(server_config(), store, address="127.0.0.1:0")
-    assert store.health is not None
     gate = asyncio.Event()
 
-    async def warm() -> None:
-        await gate.wait()  # the model "loads" until the test lets it
-        await store.warm()
+    class SlowHolder(ModelHolder):
+        async def warm(self, metrics: ServiceMetrics) -> Any:
+            await gate.wait()  # the model "loads" until the test lets it
+            return await super().warm(metrics)
 
+    store = SlowHolder.of({"dsp": DspModel()})
+    server, port = create_server(server_config(), store, address="127.0.0.1:0")
     stop = asyncio.Event()
-    serving = asyncio.create_task(service.serve_until_signal(server, store.health, warm, grace=GRACE, stop=stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=service.channel_options())
+    task = asyncio.create_task(server.serve(GRACE, stop))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=serving.channel_options())
     stub = separator_pb2_grpc.SeparatorStub(channel)
     try:
         # Start-up: up and answering, NOT_SERVING until warm; streams are UNAVAILABLE.
@@ -155,31 +158,31 @@ async def test_health_follows_warm_up_and_drain_finishes_running_streams(trigger
         # New streams and probes are refused while the running stream drains.
         assert await refused(port) == grpc.StatusCode.UNAVAILABLE
         assert await check(port, SERVICE_NAME) != SERVING
-        assert not serving.done()
+        assert not task.done()
         # The running stream finishes, with all of its audio.
         stream.send(chunks[4:])
         stream.close()
         summary = await asyncio.wait_for(stream.finish(), GRACE)
         assert summary.seconds == pytest.approx(4.0, abs=0.01)
         # Then the server stops, without sitting out the grace period for the watcher.
-        await asyncio.wait_for(serving, 5.0)
+        await asyncio.wait_for(task, 5.0)
         assert time.monotonic() - started < GRACE / 2
-        assert store.health.draining and not store.health.ready
+        assert server.health.draining and not server.health.ready
     finally:
         stop.set()
         await channel.close()
-        await asyncio.gather(serving, return_exceptions=True)
-        store.close()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
     if trigger == "SIGTERM":  # the handlers are gone again: a later SIGTERM is not swallowed
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 async def test_signal_during_warm_up_stops_at_once() -> None:
-    server, health = service.new_server(["tabagent.test.Slow"])
-    port = service.bind(server, "127.0.0.1:0")
+    server, health = serving.new_server(["tabagent.test.Slow"])
+    port = serving.bind(server, "127.0.0.1:0")
     never = asyncio.Event()
     stop = asyncio.Event()
-    serving = asyncio.create_task(service.serve_until_signal(server, health, never.wait, grace=GRACE, stop=stop))
+    task = asyncio.create_task(serving.serve_until_signal(server, health, never.wait, grace=GRACE, stop=stop))
     for _ in range(50):
         if await check(port) == NOT_SERVING:
             break
@@ -187,7 +190,7 @@ async def test_signal_during_warm_up_stops_at_once() -> None:
     assert await check(port) == NOT_SERVING
     started = time.monotonic()
     stop.set()
-    await asyncio.wait_for(serving, 5.0)
+    await asyncio.wait_for(task, 5.0)
     assert time.monotonic() - started < 2.0
     assert health.draining and not health.ready
     await health.set_serving(True)  # a warm-up finishing late cannot put it back in rotation
@@ -196,7 +199,7 @@ async def test_signal_during_warm_up_stops_at_once() -> None:
 
 async def test_drain_cancels_streams_that_outlive_the_grace() -> None:
     """A stream still running when the grace period ends is cancelled; the drain returns."""
-    server, health = service.new_server(["tabagent.test.Hang"])
+    server, health = serving.new_server(["tabagent.test.Hang"])
 
     async def hang(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         yield b"started"
@@ -204,14 +207,14 @@ async def test_drain_cancels_streams_that_outlive_the_grace() -> None:
 
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "tabagent.test.Hang", {"Hang": grpc.stream_stream_rpc_method_handler(hang)})])
-    port = service.bind(server, "127.0.0.1:0")
+    port = serving.bind(server, "127.0.0.1:0")
     await server.start()
     await health.set_serving(True)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.stream_stream("/tabagent.test.Hang/Hang")(iter([b"x"]))
         assert await call.read() == b"started"
         assert health.in_flight == 1
-        took = await service.drain(server, health, grace=0.5)
+        took = await serving.drain(server, health, grace=0.5)
         assert 0.4 < took < 3.0
         with pytest.raises(grpc.RpcError):
             await call.read()

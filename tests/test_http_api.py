@@ -15,8 +15,8 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config, sse
 
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 from tabagent.metrics import iter_samples
 
 pytestmark = pytest.mark.timeout(300)

@@ -14,9 +14,9 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config
 
+from evalkit.examples import make_song
 from gateway.auth import LINK_SECONDS, Auth
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from launcher.embedded import LocalChain
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -166,6 +166,10 @@ async def test_not_audio_is_refused_by_content_with_415(secured: HttpGateway, co
         ({"size": "huge"}, ("size",)),
         ({"colour": "blue"}, ("unknown option", "colour")),
         ({"parts": "bass", "tuning": "guitar=drop_d"}, ("not one of the parts",)),
+        ({"parts": "drums"}, ("unknown part 'drums'", "accepted: guitar, bass, lead, rhythm")),
+        ({"capo": "guitar=x"}, ("capo of guitar", "accepted: a whole number 0-12")),
+        ({"style": "disco"}, ("unknown style 'disco'", "accepted: guitar_hero")),
+        ({"parts": "guitar,lead"}, ("lead and rhythm split the guitar part",)),
     ],
 )
 async def test_bad_options_get_422(secured: HttpGateway, song: Path, fields: dict[str, str],

@@ -24,9 +24,9 @@ import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config, sse
 
-from gateway.jobs import INTERRUPTED, SHUTDOWN
-from gateway.local import LocalChain
-from tabagent.examples import make_song
+from evalkit.examples import make_song
+from gateway.job_queue import INTERRUPTED, SHUTDOWN
+from launcher.embedded import LocalChain
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -177,7 +177,7 @@ async def test_sigkill_mid_job_then_restart(chain: LocalChain, songs: dict[str, 
            "VIDEO_ADDR": "", "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0", "GATEWAY_HTTP_PORT": str(port),
            "GATEWAY_METRICS_PORT": "0", "TABAGENT_DATA_DIR": str(data), "TABAGENT_DB_URL": "",
            "TABAGENT_API_KEY": KEY, "TABAGENT_HTTP_MAX_RUNNING": "1", "TABAGENT_HTTP_MAX_BACKLOG": "4",
-           "TABAGENT_LOG_LEVEL": "INFO"}
+           "TABAGENT_LOG_LEVEL": "INFO", "TABAGENT_SERVICE_TOKEN": chain.token}
     log = tmp_path / "gateway.log"
     headers = {"Authorization": f"Bearer {KEY}"}
     proc = await start_gateway(env, log)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
-import inspect
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_k8s import FACTS, MODEL_SERVICES, OVERLAYS, SERVICES, container, of_kind, render
 
-from tabagent import service
+from tabagent import serving
+from tabagent.serving import lifecycle
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -28,6 +28,11 @@ def import_or_skip(module: str) -> Any:
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             pytest.skip(f"{module} does not exist yet")
         raise
+
+
+def grpc_module(name: str) -> str:
+    """The module holding a service's servicer and create_server."""
+    return f"{SERVICES[name]['module']}.{SERVICES[name].get('server_module', 'server')}"
 
 
 def config_class(name: str) -> type:
@@ -127,7 +132,7 @@ def test_probed_service_names_are_the_api(name: str) -> None:
     proto = importlib.import_module(facts["proto"])
     full_names = {svc.full_name for svc in proto.DESCRIPTOR.services_by_name.values()}
     assert facts["grpc_service"] in full_names
-    server = import_or_skip(f"{facts['module']}.server")
+    server = import_or_skip(grpc_module(name))
     if hasattr(server, "SERVICE_NAME"):
         assert facts["grpc_service"] == server.SERVICE_NAME
 
@@ -159,9 +164,9 @@ ALL_PASS = dict.fromkeys(PROBES, True)
 
 @pytest.mark.parametrize("name", list(SERVICES))
 async def test_probes_follow_warm_up_and_drain(name: str) -> None:
-    """The shared health plumbing every service uses (tabagent.service.new_server)."""
-    server, health = service.new_server([SERVICES[name]["grpc_service"]])
-    port = service.bind(server, "[::]:0")
+    """The shared health plumbing every service uses (tabagent.serving.new_server)."""
+    server, health = serving.new_server([SERVICES[name]["grpc_service"]])
+    port = serving.bind(server, "[::]:0")
     await server.start()
     try:
         assert await probe_results(name, port) == NONE_PASS, "probes pass before warm-up"
@@ -178,16 +183,16 @@ def real_model(name: str, config: Any) -> Any:
     """The model object each service's create_server takes, as cheap as it comes for real.
 
     Returns:
-        An object with `async warm()` (the start-up work) and `close()` or None.
+        A tabagent.serving.WarmModel (`async warm(metrics)`, `async close()`).
     """
     if name == "separator":
-        srv, dsp = import_or_skip("separator_svc.server"), import_or_skip("separator_svc.dsp")
-        return srv.ModelStore.of({"dsp": dsp.DspModel()})  # Demucs' own tests cover loading it
+        holder, dsp = import_or_skip("separator_svc.holder"), import_or_skip("separator_svc.dsp")
+        return holder.ModelHolder.of({"dsp": dsp.DspModel()})  # Demucs' own tests cover loading it
     if name == "transcriber":  # Basic Pitch's shipped ONNX weights, for real
-        return import_or_skip("transcriber_svc.server").ModelHolder.from_config(config)
+        return import_or_skip("transcriber_svc.holder").ModelHolder.from_config(config)
     if name == "video":
-        return import_or_skip("video_svc.backend").VideoBackend(config)
-    import_or_skip(f"{SERVICES[name]['module']}.server")
+        return import_or_skip("video_svc.holder").ModelHolder(config)
+    import_or_skip(grpc_module(name))
     pytest.skip(f"{name}: teach real_model() how to build its model for create_server")
 
 
@@ -197,18 +202,16 @@ async def test_real_service_probes(name: str, monkeypatch: pytest.MonkeyPatch) -
     cls = config_class(name)
     config = load_config(monkeypatch, cls, effective_env(render("overlays/local"), name))
     model = real_model(name, config)
-    srv = import_or_skip(f"{SERVICES[name]['module']}.server")
+    srv = import_or_skip(grpc_module(name))
     server, port = srv.create_server(config, model, address="[::]:0")
     await server.start()
     try:
         assert await probe_results(name, port) == NONE_PASS
-        await model.warm()
+        await server.warm()
         assert await probe_results(name, port) == ALL_PASS
     finally:
         await server.stop(0)
-        closed = model.close() if hasattr(model, "close") else None
-        if inspect.isawaitable(closed):
-            await closed
+        await model.close()
 
 
 @pytest.fixture()
@@ -216,8 +219,8 @@ async def downstream() -> AsyncIterator[dict[str, Any]]:
     """Health endpoints standing in for the three model services' (NOT_SERVING at first)."""
     started = {}
     for name in SERVICES["gateway"]["addresses"].values():
-        server, health = service.new_server([SERVICES[name]["grpc_service"]])
-        port = service.bind(server, "[::]:0")
+        server, health = serving.new_server([SERVICES[name]["grpc_service"]])
+        port = serving.bind(server, "[::]:0")
         await server.start()
         started[name] = (server, health, port)
     yield started
@@ -228,31 +231,30 @@ async def downstream() -> AsyncIterator[dict[str, Any]]:
 async def test_real_gateway_probes(downstream: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway is ready only once every model service is: its probes follow theirs."""
     cls = config_class("gateway")
-    srv = import_or_skip("gateway.server")
+    srv = import_or_skip(grpc_module("gateway"))
     env = effective_env(render("base"), "gateway")
     for var, name in SERVICES["gateway"]["addresses"].items():
         env[var] = f"127.0.0.1:{downstream[name][2]}"
     config = load_config(monkeypatch, cls, env)
-    server, port, servicer = srv.create_server(config, address="[::]:0")
+    server, port = srv.create_server(config, address="[::]:0")
     await server.start()
-    warm = asyncio.create_task(servicer.downstream.wait_ready(timeout=20.0))
+    warm = asyncio.create_task(server.warm())  # what serve() does: SERVING once they all are
     try:
         assert await probe_results("gateway", port) == NONE_PASS
         for _, health, _ in downstream.values():
             await health.set_serving(True)
         await asyncio.wait_for(warm, 20.0)
-        await servicer.health.set_serving(True)  # what serve() does once warm() returns
         assert await probe_results("gateway", port) == ALL_PASS
     finally:
         warm.cancel()
         await server.stop(0)
-        await servicer.downstream.close()
+        await server.model.close()
 
 
 async def test_connections_age_out_without_cutting_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     """max_connection_age: clients reconnect (and re-resolve DNS) but running streams live on."""
-    monkeypatch.setattr(service, "MAX_CONNECTION_AGE_MS", 300)
-    server, health = service.new_server(["tabagent.test.Age"])
+    monkeypatch.setattr(lifecycle, "MAX_CONNECTION_AGE_MS", 300)
+    server, health = serving.new_server(["tabagent.test.Age"])
 
     async def slow(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for _ in request_iterator:
@@ -263,10 +265,10 @@ async def test_connections_age_out_without_cutting_streams(monkeypatch: pytest.M
 
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "tabagent.test.Age", {"Slow": grpc.stream_stream_rpc_method_handler(slow)})])
-    port = service.bind(server, "[::]:0")
+    port = serving.bind(server, "[::]:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=service.channel_options()) as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=serving.channel_options()) as channel:
             call = channel.stream_stream("/tabagent.test.Age/Slow")
             first = [peer async for peer in call(iter([b"x"]))]
             assert len(first) == 6 and len(set(first)) == 1  # one connection, never cut

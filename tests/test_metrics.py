@@ -13,7 +13,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tabagent import service
+from tabagent import serving
 from tabagent.errors import BadConfig
 from tabagent.metrics import (
     REQUEST_BUCKETS,
@@ -48,14 +48,14 @@ def value(text: str, name: str, **labels: str) -> float:
 class LoadService:
     """A stream handler shaped like the real services': limiter slot, stages, errors."""
 
-    def __init__(self, metrics: ServiceMetrics, limiter: service.StreamLimiter) -> None:
+    def __init__(self, metrics: ServiceMetrics, limiter: serving.StreamLimiter) -> None:
         self.metrics = metrics
         self.limiter = limiter
         self.release = asyncio.Event()
 
-    @service.grpc_stream_errors("load")
+    @serving.grpc_stream_errors("load")
     async def work(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        first = await service.first_message(request_iterator, "load")
+        first = await serving.first_message(request_iterator, "load")
         if first == b"bad":
             raise BadConfig("load: 'bad' is not a valid config")
         async with self.limiter.slot():
@@ -72,16 +72,16 @@ class LoadService:
 @pytest.fixture()
 async def load_server() -> AsyncIterator[tuple[LoadService, grpc.aio.Channel, str]]:
     metrics = ServiceMetrics("separator")
-    limiter = service.StreamLimiter(max_active=2, max_queued=3, name="load")
+    limiter = serving.StreamLimiter(max_active=2, max_queued=3, name="load")
     metrics.bind_limiter(limiter)
     svc = LoadService(metrics, limiter)
-    server, health = service.new_server(["tabagent.test.Load"], interceptors=[metrics.interceptor()])
+    server, health = serving.new_server(["tabagent.test.Load"], metrics)
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("tabagent.test.Load", {
             "Work": grpc.stream_stream_rpc_method_handler(svc.work),
         })]
     )
-    port = service.bind(server, "[::]:0")
+    port = serving.bind(server, "[::]:0")
     await server.start()
     await health.set_serving(True)
     http = start_http_server(0, metrics.registry, addr="127.0.0.1")
@@ -176,28 +176,42 @@ async def test_cancelled_stream_is_counted_as_cancelled(load_server) -> None:
     svc.release.set()
 
 
-async def test_track_stream_without_limiter_counts_in_flight() -> None:
+async def test_without_a_limiter_active_streams_are_the_one_in_flight_count() -> None:
+    """A server whose service binds no limiter reports the RPCs in flight as active streams:
+    the same count its drain waits for (one count, not one per interceptor)."""
     metrics = ServiceMetrics("gateway")
     gate = asyncio.Event()
 
-    async def request(fail: bool) -> None:
-        async with metrics.track_stream("POST /v1/jobs") as tracker:
-            await gate.wait()
-            if fail:
-                tracker.set_code(413)
-                return
+    async def hold(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        await gate.wait()
+        async for chunk in request_iterator:
+            yield chunk
 
-    tasks = [asyncio.create_task(request(i == 0)) for i in range(3)]
-    await asyncio.sleep(0.01)
-    text = metrics.exposition()[0].decode()
-    assert value(text, "tabagent_active_streams", service="gateway") == 3
-    gate.set()
-    await asyncio.gather(*tasks)
-    text = metrics.exposition()[0].decode()
-    assert value(text, "tabagent_active_streams", service="gateway") == 0
-    assert value(text, "tabagent_requests_total", method="POST /v1/jobs", code="OK") == 2
-    # An integer set_code is a gRPC code number when gRPC defines it (413 is not).
-    assert value(text, "tabagent_requests_total", method="POST /v1/jobs", code="UNKNOWN") == 1
+    server, health = serving.new_server(["tabagent.test.Hold"], metrics)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "tabagent.test.Hold", {"Hold": grpc.stream_stream_rpc_method_handler(hold)})])
+    port = serving.bind(server, "127.0.0.1:0")
+    await server.start()
+    await health.set_serving(True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            calls = [channel.stream_stream("/tabagent.test.Hold/Hold")(iter([b"x"])) for _ in range(3)]
+            for _ in range(100):
+                if health.in_flight == 3:
+                    break
+                await asyncio.sleep(0.02)
+            text = metrics.exposition()[0].decode()
+            assert health.in_flight == 3
+            assert value(text, "tabagent_active_streams", service="gateway") == 3
+            gate.set()
+            assert [[m async for m in call] for call in calls] == [[b"x"]] * 3
+        text = metrics.exposition()[0].decode()
+        assert health.in_flight == 0
+        assert value(text, "tabagent_active_streams", service="gateway") == 0
+        assert value(text, "tabagent_requests_total", method="Hold", code="OK") == 3
+        assert not [s for s, _ in iter_samples(text, "tabagent_requests_total") if s["method"] == "Check"]
+    finally:
+        await server.stop(0)
 
 
 def test_status_names() -> None:
@@ -210,6 +224,7 @@ def test_status_names() -> None:
     assert code_name(grpc.StatusCode.NOT_FOUND) == "NOT_FOUND"
     assert code_name(8) == "RESOURCE_EXHAUSTED"
     assert code_name("404") == "404"
+    assert code_name(413) == "UNKNOWN"  # an integer is a gRPC code number, when gRPC defines it
 
 
 def test_model_info_and_load_time() -> None:

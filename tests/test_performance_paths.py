@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from gateway_fixtures import collect, write_audio
 
+from evalkit.examples import make_song
 from gateway.chain import stems_to_request
-from gateway.local import LocalChain
+from launcher.embedded import LocalChain
 from separator_svc.dsp import DspModel
 from tabagent.audio import StreamResampler
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 from tabagent.v1 import transcriber_pb2
 from transcriber_svc.basicpitch import AUDIO_N_SAMPLES
 from transcriber_svc.model import BasicPitchModel, ModelOutput

@@ -4,7 +4,7 @@ The gateway dials `ipv4:127.0.0.1:A,127.0.0.1:B`: one channel, a subchannel per 
 streams spread round-robin, as `dns:///transcriber...:50052` does over a headless Service's
 pods. Each replica has its own metrics registry, which counts the streams it served.
 Stopping a replica mid-song either drains it (SIGTERM: the song finishes on it) or kills
-it (the song fails at once with a clear UNAVAILABLE); the next songs go to the survivor.
+it (the song's stream starts again on the survivor); the next songs go to the survivor.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from gateway_fixtures import Collected, collect, write_audio
 from transcriber_fixtures import warm_model
 
-from gateway.local import LocalChain
-from tabagent import service
-from tabagent.client import AsyncClient, NotReady, Progress, Started, process_config
-from tabagent.examples import make_song
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
+from tabagent import serving
+from tabagent.client import AsyncClient, Progress, Started, process_config
 from tabagent.metrics import ServiceMetrics
 from transcriber_svc.config import TranscriberConfig
-from transcriber_svc.server import ModelHolder, create_server
+from transcriber_svc.holder import ModelHolder
+from transcriber_svc.server import create_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,15 +36,14 @@ class Replica:
     """One transcriber server: its own holder (sharing the warm model), health and metrics."""
 
     name: str
-    server: grpc.aio.Server
+    server: serving.ServiceServer
     port: int
     holder: ModelHolder
     metrics: ServiceMetrics
 
     @property
-    def health(self) -> service.Health:
-        assert self.holder.health is not None
-        return self.holder.health
+    def health(self) -> serving.Health:
+        return self.server.health
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, {"service": "transcriber", **labels})
@@ -67,7 +66,7 @@ async def start_replica(name: str) -> Replica:
     metrics = ServiceMetrics("transcriber")
     server, port = create_server(config, holder, "127.0.0.1:0", metrics=metrics)
     await server.start()
-    await holder.warm()
+    await server.warm()
     return Replica(name, server, port, holder, metrics)
 
 
@@ -141,24 +140,19 @@ async def start_long_song(client: AsyncClient, path: Path, replicas: list[Replic
     return task, busy
 
 
-async def test_killed_replica_fails_its_song_clearly_and_the_next_go_to_the_survivor(
+async def test_killed_replica_its_song_goes_on_on_the_survivor_and_so_do_the_next(
         chain: LocalChain, replicas: list[Replica], songs: dict[str, Path]) -> None:
     async with AsyncClient(chain.gateway_addr, retries=0) as client:
         running, victim = await start_long_song(client, songs["long"], replicas)
         survivor = next(r for r in replicas if r is not victim)
         before = survivor.streams
-        killed = time.monotonic()
         await victim.server.stop(0)  # a crash: no drain, its streams are cut
-        with pytest.raises(NotReady) as err:  # UNAVAILABLE
-            await asyncio.wait_for(running, 10)
-        assert time.monotonic() - killed < 5, "the failure took too long to surface"
-        message = err.value.message
-        assert message.startswith("transcriber (") and "unavailable in the middle of song" in message
-        assert "retry" in message and "Traceback" not in message
+        got = await asyncio.wait_for(running, 120)  # restarted on the survivor (tests/test_failover.py)
+        assert got.started
         # The next songs all go to the survivor, and succeed.
         for _ in range(2):
             await song(client, songs["short"])
-    assert survivor.streams - before >= 4
+    assert survivor.streams - before >= 5
 
 
 async def test_drained_replica_finishes_its_song_and_the_next_go_to_the_survivor(
@@ -167,7 +161,7 @@ async def test_drained_replica_finishes_its_song_and_the_next_go_to_the_survivor
         running, victim = await start_long_song(client, songs["long"], replicas)
         survivor = next(r for r in replicas if r is not victim)
         held = victim.active
-        drained = asyncio.create_task(service.drain(victim.server, victim.health, grace=60))  # SIGTERM
+        drained = asyncio.create_task(victim.server.drain(grace=60))  # SIGTERM
         await asyncio.sleep(0.2)
         assert not victim.health.ready
         during = await song(client, songs["short"])  # while the victim drains

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import collect, write_audio
 
+from evalkit.examples import make_song
 from gateway.config import GatewayConfig
-from gateway.local import LocalChain
-from gateway.server import Downstream, GatewayServicer, create_server
+from gateway.downstream import Downstream
+from gateway.grpc_api import create_server
+from launcher.embedded import LocalChain
 from tabagent.client import (
     Artifact,
     AsyncClient,
@@ -31,7 +33,7 @@ from tabagent.client import (
     process_config,
 )
 from tabagent.client._async import MAX_BACKOFF, backoff_delay
-from tabagent.examples import make_song
+from tabagent.serving import ServiceServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,18 +53,18 @@ def songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @contextlib.asynccontextmanager
 async def gateway(chain: LocalChain, tmp_path: Path, serving: bool = True,
-                  **changes: object) -> AsyncIterator[tuple[str, GatewayServicer]]:
+                  **changes: object) -> AsyncIterator[tuple[str, ServiceServer]]:
     """A gateway gRPC server of its own in front of `chain`'s services."""
     values = {"separator_addr": chain.addrs["separator"], "transcriber_addr": chain.addrs["transcriber"],
-              "data_dir": str(tmp_path / "gw")}
+              "data_dir": str(tmp_path / "gw"), "service_token": chain.token}
     config = dataclasses.replace(GatewayConfig(), **{**values, **changes})
     downstream = Downstream(config)
-    server, port, servicer = create_server(config, downstream, address="127.0.0.1:0")
+    server, port = create_server(config, downstream, address="127.0.0.1:0")
     await server.start()
-    if serving:
-        await servicer.health.set_serving(True)
+    if serving:  # SERVING whatever the services say (one test points at a dead transcriber)
+        await server.health.set_serving(True)
     try:
-        yield f"127.0.0.1:{port}", servicer
+        yield f"127.0.0.1:{port}", server
     finally:
         await server.stop(0)
         await downstream.close()
@@ -153,13 +155,26 @@ async def test_retries_a_busy_gateway_then_succeeds(chain: LocalChain, songs, tm
                for r in caplog.records)
 
 
-async def test_retries_a_gateway_that_is_not_ready_yet(chain: LocalChain, songs, tmp_path: Path) -> None:
-    async with gateway(chain, tmp_path, serving=False) as (address, servicer), \
-            AsyncClient(address, retries=8, backoff=0.1) as client:
+async def test_a_song_waits_for_a_gateway_that_is_not_ready_yet(chain: LocalChain, songs,
+                                                                    tmp_path: Path) -> None:
+    async with gateway(chain, tmp_path, serving=False) as (address, server), \
+            AsyncClient(address, retries=0) as client:
         task = asyncio.create_task(collect(client, songs["short"], process_config()))
         await asyncio.sleep(0.6)
         assert not task.done()
-        await servicer.health.set_serving(True)
+        await server.warm()  # every service is SERVING: so is the gateway, and the song goes on
+        got = await task
+    assert got.done is not None and client.attempts == 1
+
+
+async def test_retries_a_gateway_not_ready_within_the_songs_deadline(chain: LocalChain, songs,
+                                                                      tmp_path: Path) -> None:
+    async with gateway(chain, tmp_path, serving=False, ready_wait=0.3) as (address, server), \
+            AsyncClient(address, retries=8, backoff=0.1) as client:
+        task = asyncio.create_task(collect(client, songs["short"], process_config()))
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        await server.warm()
         got = await task
     assert got.done is not None and client.attempts > 1
 

@@ -21,9 +21,9 @@ from separator_fixtures import (
     tiny_repo,
 )
 
+from separator_svc.holder import ModelHolder
 from separator_svc.model import DemucsModel, load_model
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
-from separator_svc.server import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_lone_stream_waits_at_most_max_wait(batched: DemucsModel) -> None:
 
 
 async def test_server_batches_concurrent_streams(batched: DemucsModel) -> None:
-    store = ModelStore.of({"htdemucs": batched})
+    store = ModelHolder.of({"htdemucs": batched})
     async with running_server(store, server_config(max_streams=3, max_batch=4)) as running:
         songs = [noise_song(4 * RATE + 7 * i, seed=40 + i) for i in range(3)]
         results = await asyncio.gather(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from separator_fixtures import RATE, noise_song
 
+from evalkit.examples import Song
 from separator_svc.dsp import DspModel, DspStream, MultiResolutionDspStream
-from tabagent.examples import Song
 
-PANS = {"guitar": -0.3, "bass": 0.0, "drums": 0.1}  # tabagent.examples.make_song's mix
+PANS = {"guitar": -0.3, "bass": 0.0, "drums": 0.1}  # evalkit.examples.make_song's mix
 
 
 def parts_in_mix(song: Song) -> dict[str, np.ndarray]:

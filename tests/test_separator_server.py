@@ -22,8 +22,9 @@ from separator_fixtures import (
     tiny_repo,
 )
 
+from separator_svc.holder import ModelHolder
 from separator_svc.model import DemucsModel, load_model
-from separator_svc.server import SERVICE_NAME, ModelStore
+from separator_svc.server import SERVICE_NAME
 from tabagent.audio import make_chunk
 from tabagent.v1 import separator_pb2
 
@@ -39,13 +40,13 @@ def tiny() -> DemucsModel:
 
 @pytest.fixture(scope="module")
 async def server(tiny: DemucsModel):
-    store = ModelStore.of({"htdemucs": tiny})
+    store = ModelHolder.of({"htdemucs": tiny})
     async with running_server(store, server_config(max_chunk_bytes=512 * 1024)) as running:
         yield running
 
 
 async def test_health_goes_serving_after_warm_up(tiny: DemucsModel) -> None:
-    store = ModelStore.of({"htdemucs": tiny})
+    store = ModelHolder.of({"htdemucs": tiny})
     async with running_server(store, warm=False) as running:
         health = health_pb2_grpc.HealthStub(running.channel)
         for name in ("", SERVICE_NAME):
@@ -53,7 +54,7 @@ async def test_health_goes_serving_after_warm_up(tiny: DemucsModel) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         details = await expect_error(running.stub, requests(noise_song(1000)), CODE.UNAVAILABLE)
         assert "loading" in details
-        await store.warm()
+        await running.server.warm()
         reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         assert set(store.models) == {"htdemucs", "dsp"}
@@ -108,7 +109,7 @@ async def test_first_stem_arrives_before_the_song_is_sent(server) -> None:
 
 async def test_fallback_is_reported_in_info() -> None:
     fallback = load_model("htdemucs", empty_dir("repo"), "cpu", hub_cache=empty_dir("hub"))
-    store = ModelStore.of({"htdemucs": fallback})
+    store = ModelHolder.of({"htdemucs": fallback})
     async with running_server(store) as running:
         mix = noise_song(2 * RATE, seed=13)
         result = await separate(running.stub, requests(mix, stems=["guitar", "bass"]))
@@ -149,7 +150,7 @@ async def test_bad_input_is_invalid_argument_and_server_keeps_serving(server, ca
 
 
 async def test_over_the_limits_is_resource_exhausted_quickly(tiny: DemucsModel) -> None:
-    store = ModelStore.of({"htdemucs": tiny})
+    store = ModelHolder.of({"htdemucs": tiny})
     async with running_server(store, server_config(max_streams=1, max_queue=0)) as running:
         hold = asyncio.Event()
 
@@ -178,7 +179,7 @@ async def test_over_the_limits_is_resource_exhausted_quickly(tiny: DemucsModel) 
 
 
 async def test_cancel_stops_compute_promptly(tiny: DemucsModel) -> None:
-    store = ModelStore.of({"htdemucs": tiny})
+    store = ModelHolder.of({"htdemucs": tiny})
     async with running_server(store, server_config(max_streams=1, max_queue=0)) as running:
         runner = tiny.runners[0]
         before = runner.calls
@@ -213,7 +214,7 @@ async def test_mono_low_rate_input_is_resampled(server) -> None:
 
 @pytest.mark.slow
 async def test_backpressure_keeps_a_fast_client_close_to_the_output(tiny: DemucsModel) -> None:
-    store = ModelStore.of({"htdemucs": tiny})
+    store = ModelHolder.of({"htdemucs": tiny})
     async with running_server(store, server_config(read_ahead=2)) as running:
         msgs = requests(noise_song(60 * RATE, seed=18), stems=["bass"])
         sent = 0

@@ -20,16 +20,17 @@ from gateway_fixtures import collect, write_audio
 from prometheus_client.parser import text_string_to_metric_families
 from transcriber_fixtures import warm_model
 
-from gateway.local import LocalChain
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 from tabagent import tuning
 from tabagent.audio import iter_chunks
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 from tabagent.metrics import MetricsServer, ServiceMetrics, iter_samples, start_http_server
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.config import TranscriberConfig
-from transcriber_svc.server import ModelHolder, create_server, serve
+from transcriber_svc.holder import ModelHolder
+from transcriber_svc.server import create_server, serve
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -94,7 +95,7 @@ async def test_transcriber_metrics_move_under_load() -> None:
     http = start_http_server(0, metrics.registry, addr="127.0.0.1")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     try:
-        await holder.warm()
+        await server.warm()
         idle = await asyncio.to_thread(scrape, http.url)
         svc = {"service": "transcriber"}
         assert value(idle, "tabagent_queue_depth", **svc) == 0

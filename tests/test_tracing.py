@@ -1,6 +1,6 @@
 """One trace per song across the gateway and the three services, in process, real models.
 
-The whole chain runs on loopback gRPC in this process (gateway.local.LocalChain: a tiny
+The whole chain runs on loopback gRPC in this process (launcher.embedded.LocalChain: a tiny
 random-weight Demucs bag in the real format, real Basic Pitch, the tab renderer), with an
 in-memory exporter on the process's tracer provider. Every service stamps its spans with
 `tabagent.service`, which tells the four apart here as `service.name` does across processes.
@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway.local import LocalChain
+from evalkit.examples import make_song
+from launcher.embedded import LocalChain
 from separator_svc.tiny import build_tiny_bag
 from tabagent import telemetry
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -22,9 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from evalkit.examples import make_song
 from tabagent import telemetry
 from tabagent.client import AsyncClient, process_config
-from tabagent.examples import make_song
 
 ROOT = Path(__file__).resolve().parents[1]
 

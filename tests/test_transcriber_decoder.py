@@ -14,8 +14,8 @@ from transcriber_fixtures import (
     write_float_wav,
 )
 
-from tabagent import synth
-from tabagent.examples import Song
+from evalkit import synth
+from evalkit.examples import Song
 from tabagent.notes import Note
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, N_CONTOUR_BINS, N_PITCHES
 from transcriber_svc.decoder import DecoderSettings, RawNote, StreamingDecoder, valid_cuts

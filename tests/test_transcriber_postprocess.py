@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from transcriber_fixtures import stem_22k, warm_model
 
+from evalkit import transcriber_eval as evaluate
+from evalkit.examples import Song
+from evalkit.scoring import Scores, onset_scores
 from tabagent import tuning as tunings
-from tabagent.examples import Song
-from transcriber_svc import evaluate
 from transcriber_svc.decoder import RawNote
 from transcriber_svc.postprocess import PostProcessor, PostSettings
 
@@ -35,10 +36,10 @@ def run(post: PostProcessor, batches: list[tuple[list[RawNote], float]]) -> tupl
 
 
 @pytest.fixture(scope="module")
-def bass_scores(song: Song) -> tuple[evaluate.Scores, evaluate.Scores, list]:
+def bass_scores(song: Song) -> tuple[Scores, Scores, list]:
     raw_notes, final = evaluate.transcribe(warm_model(), stem_22k(song, "bass"), "bass")
     reference = song.parts["bass"]
-    return evaluate.onset_scores(reference, raw_notes), evaluate.onset_scores(reference, final), final
+    return onset_scores(reference, raw_notes), onset_scores(reference, final), final
 
 
 def test_bass_postprocessing_raises_onset_f1_on_synth(bass_scores: tuple) -> None:
@@ -56,8 +57,8 @@ def test_bass_output_is_monophonic(bass_scores: tuple) -> None:
 def test_guitar_filter_raises_onset_f1_on_synth(song: Song) -> None:
     raw_notes, final = evaluate.transcribe(warm_model(), stem_22k(song, "guitar"), "guitar")
     reference = song.parts["guitar"]
-    assert evaluate.onset_scores(reference, final).f1 > evaluate.onset_scores(reference, raw_notes).f1
-    assert evaluate.onset_scores(reference, final).f1 >= 0.9
+    assert onset_scores(reference, final).f1 > onset_scores(reference, raw_notes).f1
+    assert onset_scores(reference, final).f1 >= 0.9
 
 
 @pytest.mark.shared_data

@@ -9,17 +9,19 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from transcriber_fixtures import onset_f1, warm_model
+from transcriber_fixtures import warm_model
 
+from evalkit.examples import Song
+from evalkit.scoring import onset_scores
 from tabagent import tuning as tunings
 from tabagent.audio import iter_chunks, make_chunk
-from tabagent.examples import Song
 from tabagent.notes import Note
-from tabagent.service import channel_options
+from tabagent.serving import channel_options
 from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.config import TranscriberConfig
+from transcriber_svc.holder import ModelHolder, warm_up
 from transcriber_svc.model import BasicPitchModel
-from transcriber_svc.server import SERVICE_NAME, ModelHolder, create_server
+from transcriber_svc.server import SERVICE_NAME, create_server
 
 
 class Running:
@@ -36,7 +38,7 @@ class Running:
     async def start(self, warm: bool = True) -> Running:
         await self.server.start()
         if warm:
-            await self.holder.warm()
+            await self.server.warm()
         return self
 
     async def stop(self) -> None:
@@ -99,7 +101,7 @@ async def test_guitar_stem_transcribes_with_fingering(service: Running, song: So
     assert (info.min_pitch, info.max_pitch) == (40, 88)
 
     notes, _ = notes_of(responses)
-    assert onset_f1(song.parts["guitar"], notes) > 0.8
+    assert onset_scores(song.parts["guitar"], notes).f1 > 0.8
     open_strings = tunings.standard("guitar").strings
     for n in notes:
         assert n.pitch == open_strings[n.string] + n.fret and 0 <= n.fret <= 24
@@ -125,7 +127,7 @@ async def test_chunking_and_rate_do_not_change_the_notes(service: Running, song:
     one = notes_of(await transcribe(service.stub, requests(config, stem_chunks(song, "bass", 1.0))))[0]
     other = notes_of(await transcribe(service.stub, requests(config, stem_chunks(song, "bass", 0.37))))[0]
     assert [(n.pitch, n.start, n.end, n.string) for n in one] == [(n.pitch, n.start, n.end, n.string) for n in other]
-    assert onset_f1(song.parts["bass"], one) > 0.9
+    assert onset_scores(song.parts["bass"], one).f1 > 0.9
 
 
 @pytest.mark.parametrize(("rate", "channels"), [(8_000, 1), (48_000, 2), (192_000, 1)])
@@ -138,7 +140,7 @@ async def test_any_rate_and_channel_count(service: Running, song: Song, rate: in
     responses = await transcribe(service.stub, requests(transcriber_pb2.TranscribeConfig(instrument="bass"), chunks))
     notes, _ = notes_of(responses)
     reference = [n for n in song.parts["bass"] if n.start < 7.5]
-    assert onset_f1(reference, [n for n in notes if n.start < 7.5]) > 0.85
+    assert onset_scores(reference, [n for n in notes if n.start < 7.5]).f1 > 0.85
     assert responses[-1].summary.seconds == pytest.approx(8.0, abs=0.01)
 
 
@@ -223,7 +225,7 @@ async def test_health_is_not_serving_until_warm() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await transcribe(running.stub, requests(transcriber_pb2.TranscribeConfig(), []))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        await running.holder.warm()
+        await running.server.warm()
         reply = await running.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
@@ -234,7 +236,7 @@ async def test_dynamic_batching_gives_identical_notes(song: Song) -> None:
     """Three concurrent streams batched into shared forward passes (one onnxruntime thread:
     bit-identical activations) give the notes of unbatched streams."""
     model = BasicPitchModel(threads=1)
-    model.warm_up()
+    warm_up(model)
     plain = await start_server(model=model)
     batched = await start_server(model=model, max_batch=8, batch_wait=0.2)
     parts = ["guitar", "bass", "guitar"]

@@ -14,7 +14,7 @@ from transcriber_fixtures import (
     write_float_wav,
 )
 
-from tabagent.examples import Song
+from evalkit.examples import Song
 from transcriber_svc import basicpitch
 from transcriber_svc.model import BasicPitchModel
 from transcriber_svc.streaming import WindowStream, kept_frames

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from video_fixtures import decode_frames, ffprobe, render, requests_for, running_server
 
-from tabagent.examples import Song, make_song
+from evalkit.examples import Song, make_song
 from tabagent.v1 import video_pb2
-from video_svc.backend import VideoBackend
 from video_svc.config import VideoConfig
 from video_svc.diffusion import (
     DiffusionBackground,
@@ -22,6 +21,7 @@ from video_svc.diffusion import (
     warp,
 )
 from video_svc.features import FrameFeatures
+from video_svc.holder import ModelHolder
 from video_svc.motion import CueTracker, Keyframe
 from video_svc.styles import get_style
 from video_svc.timeline import NoteTimeline
@@ -84,7 +84,7 @@ def test_weights_are_found_in_the_hub_cache(tiny_dir: Path, tmp_path: Path) -> N
 
 def test_without_weights_the_background_is_procedural_and_says_so(empty_cache: str) -> None:
     config = VideoConfig(diffusion_model="nobody/no-such-model", hub_cache=empty_cache)
-    backend = VideoBackend(config)
+    backend = ModelHolder(config)
     backend.load()
     assert backend.diffusion is None
     info = backend.info(True)
@@ -120,7 +120,7 @@ def test_warp_moves_the_picture_like_a_camera() -> None:
 async def test_a_stream_renders_with_the_diffusion_background(
     config: VideoConfig, model: DiffusionModel, short_song: Song, tmp_path: Path
 ) -> None:
-    backend = VideoBackend(config, diffusion=model)
+    backend = ModelHolder(config, diffusion=model)
     request = video_pb2.RenderConfig(width=320, height=180, fps=10, style="synthwave", diffusion=True, seed=7)
     async with running_server(config, backend) as running:
         painted = await render(running.stub, requests_for(short_song, request))

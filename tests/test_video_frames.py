@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from video_fixtures import requests_for
 
-from tabagent.examples import Song, make_song
+from evalkit.examples import Song, make_song
 from tabagent.v1 import video_pb2
-from video_svc.backend import VideoBackend
 from video_svc.canvas import Canvas, Scaler
 from video_svc.config import VideoConfig
+from video_svc.holder import ModelHolder
 from video_svc.painter import FramePainter
 from video_svc.session import RenderSession, render_offline
 from video_svc.spec import RenderSpec
@@ -23,7 +23,7 @@ def _session(song: Song, style: str, reference: bool, width: int = 1280, height:
     config = replace(VideoConfig(), diffusion="off", paint_threads=0, paint_reference=reference)
     msgs = requests_for(song, video_pb2.RenderConfig(width=width, height=height, fps=30, style=style,
                                                      parts=["guitar", "bass"], title="Frames"))
-    session = RenderSession(RenderSpec.from_proto(msgs[0].config, config), VideoBackend(config), config)
+    session = RenderSession(RenderSpec.from_proto(msgs[0].config, config), ModelHolder(config), config)
     for msg in msgs[1:]:
         session.feed(msg)
     session.end_input()
@@ -53,7 +53,7 @@ def test_whole_videos_are_byte_identical() -> None:
         config = replace(VideoConfig(), diffusion="off", paint_reference=reference)
         msgs = requests_for(song, video_pb2.RenderConfig(width=320, height=180, fps=15, style="metal",
                                                          parts=["guitar", "bass"]))
-        data, session = render_offline(msgs, VideoBackend(config), config)
+        data, session = render_offline(msgs, ModelHolder(config), config)
         assert session.next_frame >= 60
         outputs.append(data)
     assert outputs[0] == outputs[1]

@@ -17,8 +17,8 @@ from video_fixtures import (
     running_server,
 )
 
+from evalkit.examples import Song
 from tabagent import tuning
-from tabagent.examples import Song
 from tabagent.notes import Note
 from tabagent.v1 import audio_pb2, video_pb2
 from video_svc.encoder import aac_priming

@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from video_fixtures import expect_error, render, requests_for, running_server, song_parts
 
+from evalkit.examples import Song
 from tabagent.audio import make_chunk
-from tabagent.examples import Song
 from tabagent.v1 import audio_pb2, video_pb2
 from video_svc.config import VideoConfig
 from video_svc.server import SERVICE_NAME
@@ -146,7 +146,7 @@ async def test_health_is_not_serving_until_warm() -> None:
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         details = await expect_error(running.stub, [], CODE.UNAVAILABLE, half_close=False)
         assert "loading" in details
-        await running.backend.warm()
+        await running.server.warm()
         reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import soxr
 
-from tabagent.examples import Song
-from tabagent.notes import Note
+from evalkit.examples import Song
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, import_quietly, min_note_frames
+from transcriber_svc.holder import warm_up
 from transcriber_svc.model import BasicPitchModel
 from transcriber_svc.streaming import Frames, WindowStream
 
@@ -20,7 +19,7 @@ from transcriber_svc.streaming import Frames, WindowStream
 def warm_model() -> BasicPitchModel:
     """One warm Basic Pitch model for the whole test session."""
     model = BasicPitchModel(threads=2)
-    model.warm_up()
+    warm_up(model)
     return model
 
 
@@ -77,20 +76,3 @@ def stream_frames(audio: np.ndarray, block: int, model: BasicPitchModel | None =
     out = model.forward_each(stream.finish())
     parts.append(stream.add_outputs(out.note, out.onset, out.contour))
     return Frames.concat(parts)
-
-
-def onset_f1(reference: Sequence[Note], estimate: Iterable[Note], tolerance: float = 0.05) -> float:
-    """mir_eval note onset F1 (offsets ignored) of estimated against reference notes."""
-    import mir_eval
-
-    est = list(estimate)
-    ref_i = np.array([[n.start, max(n.end, n.start + 1e-3)] for n in reference]).reshape(-1, 2)
-    est_i = np.array([[n.start, max(n.end, n.start + 1e-3)] for n in est]).reshape(-1, 2)
-    ref_p = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in reference])
-    est_p = np.array([440.0 * 2 ** ((n.pitch - 69) / 12) for n in est])
-    if not len(est) or not len(reference):
-        return 0.0
-    _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ref_i, ref_p, est_i, est_p, onset_tolerance=tolerance, offset_ratio=None
-    )
-    return float(f1)

@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from evalkit.examples import Song
 from tabagent import tuning
-from tabagent.examples import Song
-from tabagent.service import channel_options
+from tabagent.serving import ServiceServer, channel_options
 from tabagent.v1 import audio_pb2, video_pb2, video_pb2_grpc
-from video_svc.backend import VideoBackend
 from video_svc.config import VideoConfig
+from video_svc.holder import ModelHolder
 from video_svc.server import create_server
 from video_svc.session import song_requests
 
@@ -28,9 +28,9 @@ FFMPEG = "/usr/bin/ffmpeg"
 
 @dataclass
 class RunningServer:
-    server: grpc.aio.Server
+    server: ServiceServer
     port: int
-    backend: VideoBackend
+    backend: ModelHolder
     channel: grpc.aio.Channel
 
     @property
@@ -40,17 +40,17 @@ class RunningServer:
 
 @asynccontextmanager
 async def running_server(
-    config: VideoConfig | None = None, backend: VideoBackend | None = None, warm: bool = True
+    config: VideoConfig | None = None, backend: ModelHolder | None = None, warm: bool = True
 ) -> AsyncIterator[RunningServer]:
     """Start a real grpc.aio server on 127.0.0.1:0, warm it, yield a client channel."""
     config = config or VideoConfig(diffusion="off")
-    backend = backend or VideoBackend(config)
+    backend = backend or ModelHolder(config)
     server, port = create_server(config, backend, address="127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
     try:
         if warm:
-            await backend.warm()
+            await server.warm()
         yield RunningServer(server, port, backend, channel)
     finally:
         await channel.close()

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 
 from tabagent.audio import MAX_CHUNK_BYTES
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class TranscriberConfig:
     max_seconds: float = 3600.0
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     grace: float = 30.0
+    service_token: str = ""                 # TABAGENT_SERVICE_TOKEN: callers must send it ("" = open)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
 
     @classmethod
     def from_env(cls) -> TranscriberConfig:
@@ -71,6 +74,8 @@ class TranscriberConfig:
             early_seconds=env_float("TRANSCRIBER_EARLY_SECONDS", d.early_seconds),
             max_seconds=env_float("TABAGENT_MAX_SECONDS", d.max_seconds),
             grace=env_float("TRANSCRIBER_GRACE_SECONDS", d.grace),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
         )
         config.check()
         return config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,33 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from tabagent.errors import ModelError
-from tabagent.v1 import audio_pb2
+from tabagent.serving.model import ModelInfo
 from transcriber_svc.basicpitch import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE, onnx_model_path
 
 log = logging.getLogger(__name__)
 
 _INPUT = "serving_default_input_2:0"
 _OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the transcriber runs, as reported in TranscriberInfo."""
-
-    name: str
-    version: str
-    backend: str
-    device: str
-    sample_rate: int = AUDIO_SAMPLE_RATE
-
-    def to_proto(self) -> audio_pb2.ModelInfo:
-        return audio_pb2.ModelInfo(
-            name=self.name,
-            version=self.version,
-            backend=self.backend,
-            device=self.device,
-            sample_rate=self.sample_rate,
-        )
 
 
 @dataclass
@@ -99,9 +78,9 @@ class BasicPitchModel:
             version=_version(),
             backend="onnxruntime",
             device="cuda:0" if want_cuda else "cpu",
+            sample_rate=AUDIO_SAMPLE_RATE,
         )
-        self.warm = False
-        self._warm_lock = threading.Lock()
+        self.warm = False  # set by transcriber_svc.holder.warm_up
         log.info(
             "loaded Basic Pitch %s (%s, %s, %d threads) in %.2f s",
             self.info.version, self.path.name, self.info.device, threads, time.perf_counter() - started,
@@ -144,32 +123,3 @@ class BasicPitchModel:
             np.concatenate([p.onset for p in parts]),
             np.concatenate([p.contour for p in parts]),
         )
-
-    def warm_up(self) -> float:
-        """Pay every first-call cost before serving: a forward pass and the decoding path.
-
-        Runs a plucked test tone through the same code a stream uses (windowing, model,
-        note decoding with pitch bends and frame times, post-processing), so that
-        onnxruntime's first-run allocation and librosa/scipy's first calls happen here.
-
-        Returns:
-            Seconds spent.
-        """
-        from tabagent import tuning
-        from tabagent.notes import Note
-        from tabagent.synth import GUITAR, render_notes
-        from transcriber_svc.pipeline import NoteTracker
-
-        with self._warm_lock:
-            started = time.perf_counter()
-            notes = [Note(45, 0.2, 0.9, 0.8), Note(52, 0.9, 1.6, 0.8), Note(57, 1.6, 2.6, 0.8)]
-            audio = render_notes(notes, GUITAR, seconds=3.0, sample_rate=AUDIO_SAMPLE_RATE)
-            tracker = NoteTracker(tuning.standard("guitar"), "guitar")
-            windows = tracker.push_audio(audio)
-            tracker.add_outputs(self.forward_each(windows))
-            tracker.add_outputs(self.forward(tracker.finish_audio()))
-            found = tracker.flush()
-            self.warm = True
-            took = time.perf_counter() - started
-            log.info("warmed Basic Pitch in %.2f s (%d test notes found)", took, len(found.notes))
-            return took

@@ -2,7 +2,9 @@
 
     22,050 Hz mono samples ─▶ WindowStream ─▶ windows ─▶ (WindowRunner: the model)
     model outputs ─▶ WindowStream frames ─▶ StreamingDecoder ─▶ PostProcessor
-                  ─▶ StreamingFingerer ─▶ final notes with string and fret
+                  ─▶ TechniqueStream (bends, legato, slides, vibrato, let ring; the
+                     attacks come from an AttackMeter on the same samples)
+                  ─▶ StreamingFingerer ─▶ techniques.verify ─▶ final notes with string and fret
 
 The model call is left to the caller so that windows of several streams can share one
 batched forward pass. All methods are synchronous and cheap enough for a worker thread.
@@ -14,10 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tabagent import techniques
 from tabagent.fingering import StreamingFingerer
 from tabagent.notes import Note, sort_notes
+from tabagent.techniques import TechniqueStream
 from tabagent.tuning import Tuning
-from transcriber_svc.basicpitch import FRAMES_PER_SECOND
+from transcriber_svc.attacks import AttackMeter
+from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE, FRAMES_PER_SECOND
 from transcriber_svc.decoder import DecoderSettings, RawNote, StreamingDecoder
 from transcriber_svc.model import ModelOutput
 from transcriber_svc.postprocess import PostProcessor, PostSettings
@@ -84,7 +89,10 @@ class NoteTracker:
         self.windows = WindowStream()
         self.decoder = StreamingDecoder(decoder)
         self.post = PostProcessor(post or PostSettings.for_instrument(instrument, tuning))
-        self.fingerer = StreamingFingerer(tuning)
+        self.techniques = TechniqueStream(tuning)
+        self.attacks = AttackMeter(AUDIO_SAMPLE_RATE)
+        self._strings: dict[int, Note] = {}  # the last note released on each string
+        self.fingerer = StreamingFingerer(tuning, weights=techniques.fingering_weights(tuning))
         self.early = early
         self._lag = (self.fingerer.lag_seconds, self.fingerer.lag_events)
         self._held: dict[int, Note] = {}     # pushed to the fingerer, not yet returned
@@ -105,6 +113,7 @@ class NoteTracker:
 
     def push_audio(self, samples: np.ndarray) -> np.ndarray:
         """Add 22,050 Hz mono samples; return the model windows now complete."""
+        self.attacks.push(samples)
         return self.windows.push(samples)
 
     def finish_audio(self) -> np.ndarray:
@@ -118,7 +127,8 @@ class NoteTracker:
         if self.keep_raw:
             self.raw_notes.extend(decoded.notes)
         post = self.post.push(decoded.notes, decoded.final_until)
-        return self._finger(post.notes, post.out_of_range, post.final_until, last=False)
+        marked, until = self._techniques(post.notes, post.final_until, last=False)
+        return self._finger(marked, post.out_of_range, until, last=False)
 
     def flush(self) -> TrackedNotes:
         """End of stream (after every window's outputs were added): the last notes."""
@@ -127,9 +137,20 @@ class NoteTracker:
             self.raw_notes.extend(decoded.notes)
         post = self.post.push(decoded.notes, decoded.final_until)
         rest = self.post.flush()
-        out = self._finger(post.notes + rest.notes, post.out_of_range + rest.out_of_range, float("inf"), last=True)
+        marked, _ = self._techniques(post.notes + rest.notes, float("inf"), last=True)
+        out = self._finger(marked, post.out_of_range + rest.out_of_range, float("inf"), last=True)
         out.final_until = max(self.audio_seconds, max((n.end for n in out.notes), default=0.0))
         return out
+
+    def _techniques(self, notes: list[Note], until: float, last: bool) -> tuple[list[Note], float]:
+        """Mark techniques (each note's attack measured first); the notes now final, and
+        the time before which they all are."""
+        for note in notes:
+            note.attack = self.attacks.jump(note.start)
+        released, horizon = self.techniques.push(notes, until)
+        if last:
+            released.extend(self.techniques.flush())
+        return released, horizon
 
     def _finger(self, notes: list[Note], unplayable: list[Note], until: float, last: bool) -> TrackedNotes:
         if self.early is not None:
@@ -143,6 +164,8 @@ class NoteTracker:
             result.extend(self.fingerer.flush())
         for note in (*result.notes, *result.out_of_range):
             self._held.pop(id(note), None)
+        # The fingering may have put a legato pair on two strings: drop what it made impossible.
+        self._strings = techniques.verify(result.notes, self._strings)
         horizon = until
         if self._held:
             horizon = min(horizon, min(n.start for n in self._held.values()))

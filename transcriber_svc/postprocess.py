@@ -2,7 +2,7 @@
 
 Every step was kept only because it raised onset F1 (mir_eval, 50 ms, no offsets) on
 synthesised stems and on the Slakh2100 stems in ../shared/data; `python -m
-transcriber_svc.evaluate` prints those numbers.
+evalkit.transcriber_eval` prints those numbers.
 
 * **Noise.** Notes more than `noise_margin` semitones (one octave) below the lowest open
   string or above the highest fret are model noise for this instrument (a bass stem's

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -16,119 +15,34 @@ import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tabagent import telemetry
+from tabagent import serving, telemetry
 from tabagent.audio import ChunkValidator, StreamResampler
-from tabagent.errors import BadConfig, InvalidInput, NotReady
-from tabagent.metrics import ServiceMetrics, start_http_server
-from tabagent.service import (
+from tabagent.errors import BadConfig, InvalidInput
+from tabagent.metrics import ServiceMetrics
+from tabagent.serving import (
     END_OF_AUDIO,
     Health,
+    ServiceServer,
+    ServiceSpec,
     StreamLimiter,
-    bind,
     first_message,
     grpc_stream_errors,
-    new_server,
     read_audio_ahead,
     require_ready,
-    serve_until_signal,
 )
 from tabagent.v1 import audio_pb2, transcriber_pb2, transcriber_pb2_grpc
 from transcriber_svc.basicpitch import AUDIO_N_SAMPLES, AUDIO_SAMPLE_RATE, HOP_SIZE, OVERLAP_LEN
 from transcriber_svc.config import TranscriberConfig
+from transcriber_svc.holder import ModelHolder
 from transcriber_svc.model import BasicPitchModel, ModelOutput
 from transcriber_svc.pipeline import NoteTracker, TrackedNotes
 from transcriber_svc.request import StreamSettings, parse_config
-from transcriber_svc.runner import BatchingRunner, DirectRunner, WindowRunner
+from transcriber_svc.runner import WindowRunner
 
 log = logging.getLogger(__name__)
 tracer = telemetry.tracer(__name__)
 
 SERVICE_NAME = "tabagent.v1.Transcriber"
-
-
-class ModelHolder:
-    """The service's one Basic Pitch model, loaded and warmed in a thread after start-up.
-
-    Args:
-        load: returns the model (may take seconds); warm() runs it in a thread.
-        max_batch: windows per forward pass across streams (1: no batching).
-        batch_wait: seconds a window waits for others to batch with.
-        workers: threads for forward passes.
-    """
-
-    def __init__(
-        self,
-        load: Callable[[], BasicPitchModel],
-        max_batch: int = 1,
-        batch_wait: float = 0.005,
-        workers: int = 1,
-    ) -> None:
-        self._load = load
-        self.max_batch = max_batch
-        self.batch_wait = batch_wait
-        self.workers = max(1, workers)
-        self.model: BasicPitchModel | None = None
-        self.runner: WindowRunner | None = None
-        self.health: Health | None = None
-        self.metrics: ServiceMetrics | None = None
-        self.executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="basic-pitch")
-
-    @classmethod
-    def from_config(cls, config: TranscriberConfig) -> ModelHolder:
-        """A holder that loads nmp.onnx from the basic-pitch wheel with the configured threads."""
-        if config.max_batch > 1:
-            # Batches in flight at once: as many as the cores hold at `threads` each.
-            cores = os.cpu_count() or 1
-            workers = max(1, min(config.max_streams, cores // (config.threads or cores)))
-        else:
-            workers = config.max_streams
-        return cls(
-            lambda: BasicPitchModel(threads=config.threads, device=config.device),
-            config.max_batch,
-            config.batch_wait,
-            workers=workers,
-        )
-
-    @classmethod
-    def of(cls, model: BasicPitchModel, max_batch: int = 1, batch_wait: float = 0.005, workers: int = 2) -> ModelHolder:
-        """A holder over an already-loaded model (warm() still warms it if needed)."""
-        return cls(lambda: model, max_batch, batch_wait, workers)
-
-    def _load_and_warm(self) -> BasicPitchModel:
-        model = self._load()
-        if not model.warm:
-            model.warm_up()
-        return model
-
-    async def warm(self) -> None:
-        """Load and warm the model in a thread, then report SERVING."""
-        started = time.perf_counter()
-        model = await asyncio.to_thread(self._load_and_warm)
-        on_batch = self.metrics.observe_batch if self.metrics is not None else None
-        if self.max_batch > 1:
-            self.runner = BatchingRunner(model, self.executor, self.max_batch, self.batch_wait, on_batch,
-                                         parallel=self.workers)
-        else:
-            self.runner = DirectRunner(model, self.executor, on_batch)
-        self.model = model
-        if self.metrics is not None:
-            info = model.info
-            self.metrics.set_model(info.name, info.version, info.device,
-                                   load_seconds=time.perf_counter() - started)
-        if self.health is not None:
-            await self.health.set_serving(True)
-
-    def get(self) -> tuple[BasicPitchModel, WindowRunner]:
-        """The warm model and its runner; NotReady before warm() finished."""
-        if self.model is None or self.runner is None:
-            raise NotReady("the transcriber is still loading Basic Pitch; retry when health reports SERVING")
-        return self.model, self.runner
-
-    async def close(self) -> None:
-        """Stop the batcher and the model threads."""
-        if self.runner is not None:
-            await self.runner.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
@@ -339,47 +253,21 @@ def _note_batch(part: str, tracked: TrackedNotes, final_until: float) -> transcr
     )
 
 
+SPEC = ServiceSpec(SERVICE_NAME, "transcriber", TranscriberServicer,
+                   transcriber_pb2_grpc.add_TranscriberServicer_to_server)
+
+
 def create_server(
     config: TranscriberConfig,
     model: ModelHolder,
     address: str | None = None,
     metrics: ServiceMetrics | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Build the transcriber server (health NOT_SERVING until `model.warm()` completes).
-
-    Args:
-        config: settings.
-        model: the ModelHolder to serve; `await model.warm()` after `server.start()`.
-        address: bind address; default `config.host:config.port` (port 0 picks one).
-        metrics: where to record metrics; None keeps them in a private registry.
-
-    Returns:
-        (server, bound port).
-    """
-    metrics = metrics or ServiceMetrics("transcriber")
-    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()], name="transcriber")
-    model.health = health
-    model.metrics = metrics
-    servicer = TranscriberServicer(config, model, health, metrics)
-    transcriber_pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
-    port = bind(server, address or f"{config.host}:{config.port}")
-    return server, port
+) -> tuple[ServiceServer, int]:
+    """Build the transcriber server (NOT_SERVING until `await server.warm()`; see tabagent.serving)."""
+    return serving.create_server(SPEC, config, model, address, metrics)
 
 
 async def serve(config: TranscriberConfig | None = None) -> None:
     """Run the transcriber until SIGTERM/SIGINT: start, warm the model, serve, drain."""
     config = config or TranscriberConfig.from_env()
-    telemetry.setup("tabagent-transcriber")
-    metrics = ServiceMetrics("transcriber")
-    http = start_http_server(config.metrics_port, metrics.registry) if config.metrics_port else None
-    holder = ModelHolder.from_config(config)
-    server, port = create_server(config, holder, metrics=metrics)
-    log.info("transcriber listening on %s:%d", config.host, port)
-    assert holder.health is not None
-    try:
-        await serve_until_signal(server, holder.health, holder.warm, grace=config.grace)
-    finally:
-        await holder.close()
-        if http is not None:
-            http.close()
-        telemetry.flush()
+    await serving.run_service(SPEC, config, ModelHolder.from_config(config))

@@ -168,7 +168,3 @@ class WindowStream:
             self._pending = [pending[take:]] if take < len(pending) else []
         self._released += take
         return pending[:take]
-
-    @property
-    def frames_released(self) -> int:
-        return self._released

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tabagent.service import env_float, env_int
+from tabagent.serving import env_float, env_int
+from tabagent.serving.auth import reflection_from_env, service_token_from_env
 
 
 def _env_str(name: str, default: str) -> str:
@@ -47,6 +48,9 @@ class VideoConfig:
     diffusion_strength: float = 0.5
     diffusion_cadence: int = 3              # diffuse every Nth frame, ease in between
     diffusion_width: int = 512              # working width; height follows the video's aspect
+    grace: float = 30.0                     # seconds running streams get on SIGTERM
+    service_token: str = ""                 # TABAGENT_SERVICE_TOKEN: callers must send it ("" = open)
+    reflection: bool = False                # TABAGENT_GRPC_REFLECTION=1 answers gRPC reflection
 
     @classmethod
     def from_env(cls) -> VideoConfig:
@@ -59,12 +63,15 @@ class VideoConfig:
         (auto|off), DIFFUSION_MODEL_DIR, DIFFUSION_MODEL (hub repo id), HF_HUB_CACHE or
         HF_HOME (the hub cache, read offline), DIFFUSION_DEVICE
         (auto|cpu|cuda|cuda:N), DIFFUSION_STEPS, DIFFUSION_STRENGTH, DIFFUSION_CADENCE,
-        DIFFUSION_WIDTH.
+        DIFFUSION_WIDTH, VIDEO_GRACE_SECONDS.
         """
         cfg = cls(
             host=_env_str("VIDEO_HOST", cls.host),
             port=env_int("VIDEO_PORT", cls.port),
             metrics_port=env_int("VIDEO_METRICS_PORT", cls.metrics_port),
+            grace=env_float("VIDEO_GRACE_SECONDS", cls.grace),
+            service_token=service_token_from_env(),
+            reflection=reflection_from_env(),
             max_streams=env_int("VIDEO_MAX_STREAMS", cls.max_streams),
             max_queue=env_int("VIDEO_MAX_QUEUE", cls.max_queue),
             max_width=env_int("VIDEO_MAX_WIDTH", cls.max_width),

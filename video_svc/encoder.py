@@ -138,11 +138,6 @@ class Mp4Encoder:
         """Song seconds of audio taken so far."""
         return self._samples_in / self.rate
 
-    @property
-    def queued_audio_bytes(self) -> int:
-        """Encoded audio waiting for the video to catch up."""
-        return sum(p.size for p in self._packets) + self._pcm.nbytes
-
     def add_audio(self, samples: np.ndarray, last: bool = False) -> None:
         """Take the next (frames, channels) float32 samples of the song."""
         block = samples

@@ -12,22 +12,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 from opentelemetry import trace
 
-from tabagent import telemetry
+from tabagent import serving, telemetry
 from tabagent.errors import BadConfig, Cancelled
-from tabagent.metrics import ServiceMetrics, start_http_server
-from tabagent.service import (
+from tabagent.metrics import ServiceMetrics
+from tabagent.serving import (
     Health,
+    ServiceServer,
+    ServiceSpec,
     StreamLimiter,
-    bind,
     first_message,
     grpc_stream_errors,
-    new_server,
     require_ready,
-    serve_until_signal,
 )
 from tabagent.v1 import video_pb2, video_pb2_grpc
-from video_svc.backend import VideoBackend
 from video_svc.config import VideoConfig
+from video_svc.holder import ModelHolder
 from video_svc.session import RenderSession
 from video_svc.spec import RenderSpec
 
@@ -71,7 +70,7 @@ class VideoRendererServicer(video_pb2_grpc.VideoRendererServicer):
     """Implements Render; one instance per server."""
 
     def __init__(
-        self, config: VideoConfig, backend: VideoBackend, health: Health, metrics: ServiceMetrics
+        self, config: VideoConfig, backend: ModelHolder, health: Health, metrics: ServiceMetrics
     ) -> None:
         self.config = config
         self.backend = backend
@@ -152,45 +151,21 @@ class VideoRendererServicer(video_pb2_grpc.VideoRendererServicer):
             await asyncio.gather(reader, return_exceptions=True)
 
 
+SPEC = ServiceSpec(SERVICE_NAME, "video", VideoRendererServicer,
+                   video_pb2_grpc.add_VideoRendererServicer_to_server)
+
+
 def create_server(
     config: VideoConfig,
-    model: VideoBackend,
+    model: ModelHolder,
     address: str | None = None,
     metrics: ServiceMetrics | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """Build the video server (health NOT_SERVING until `model.warm()` completes).
-
-    Args:
-        config: settings.
-        model: the backend to serve; `await model.warm()` after `server.start()`.
-        address: bind address; default `config.host:config.port` (port 0 picks one).
-        metrics: where to record metrics; None keeps them in a private registry.
-
-    Returns:
-        (server, bound port).
-    """
-    metrics = metrics or ServiceMetrics("video")
-    server, health = new_server([SERVICE_NAME], interceptors=[metrics.interceptor()])
-    model.health = health
-    model.metrics = metrics
-    servicer = VideoRendererServicer(config, model, health, metrics)
-    video_pb2_grpc.add_VideoRendererServicer_to_server(servicer, server)
-    port = bind(server, address or f"{config.host}:{config.port}")
-    return server, port
+) -> tuple[ServiceServer, int]:
+    """Build the video server (NOT_SERVING until `await server.warm()`; see tabagent.serving)."""
+    return serving.create_server(SPEC, config, model, address, metrics)
 
 
 async def serve(config: VideoConfig | None = None) -> None:
     """Run the video renderer until SIGTERM/SIGINT: start, warm, serve, drain."""
     config = config or VideoConfig.from_env()
-    telemetry.setup("tabagent-video")
-    metrics = ServiceMetrics("video")
-    http = start_http_server(config.metrics_port, metrics.registry) if config.metrics_port else None
-    backend = VideoBackend(config)
-    server, port = create_server(config, backend, metrics=metrics)
-    log.info("video renderer listening on %s:%d", config.host, port)
-    assert backend.health is not None
-    try:
-        await serve_until_signal(server, backend.health, backend.warm)
-    finally:
-        if http is not None:
-            http.close()
+    await serving.run_service(SPEC, config, ModelHolder(config))

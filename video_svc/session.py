@@ -15,13 +15,14 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from tabagent.audio import ChunkValidator, iter_chunks
 from tabagent.errors import BadConfig, InvalidInput
 from tabagent.v1 import audio_pb2, video_pb2
+from video_svc.background import Background
 from video_svc.canvas import Canvas
 from video_svc.config import VideoConfig
 from video_svc.encoder import Mp4Encoder
@@ -31,15 +32,25 @@ from video_svc.motion import CueTracker
 from video_svc.mp4 import Fragment
 from video_svc.painter import FramePainter
 from video_svc.spec import RenderSpec
+from video_svc.styles import Style
 from video_svc.timeline import NoteTimeline
-
-if TYPE_CHECKING:
-    from video_svc.backend import VideoBackend
 
 log = logging.getLogger(__name__)
 
 STEP_SECONDS = 0.5        # longest a step draws before handing its fragments back
 FEED_SLICE = 0.05         # ingesting a burst of messages yields to drawing after this long
+
+
+class Backgrounds(Protocol):
+    """Where a stream's background comes from (video_svc.holder.ModelHolder)."""
+
+    def info(self, requested: bool) -> audio_pb2.ModelInfo:
+        """The VideoInfo.background of a stream that asked (or not) for diffusion."""
+        ...
+
+    def background(self, requested: bool, style: Style, width: int, height: int, seed: int) -> Background:
+        """A new background for one stream."""
+        ...
 
 
 class RenderSession:
@@ -51,7 +62,7 @@ class RenderSession:
         config: encoder settings and limits.
     """
 
-    def __init__(self, spec: RenderSpec, backend: VideoBackend, config: VideoConfig) -> None:
+    def __init__(self, spec: RenderSpec, backend: Backgrounds, config: VideoConfig) -> None:
         self.spec = spec
         self.backend = backend
         self.config = config
@@ -315,7 +326,7 @@ def song_requests(
 
 def render_offline(
     requests: Iterable[video_pb2.RenderRequest],
-    backend: VideoBackend,
+    backend: Backgrounds,
     config: VideoConfig,
 ) -> tuple[bytes, RenderSession]:
     """Render a whole stream's messages without a server (warm-up, benchmarks).
@@ -340,17 +351,3 @@ def render_offline(
     finally:
         session.close()
     return bytes(data), session
-
-
-def warm_clip(backend: VideoBackend) -> None:
-    """Render a short clip through every stage (fonts, numpy, x264, AAC, the background)."""
-    rate = 44_100
-    t = np.arange(int(0.6 * rate)) / rate
-    tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[:, None]
-    cfg = video_pb2.RenderConfig(
-        width=320, height=180, fps=10, parts=["guitar"], title="warm-up", diffusion=backend.diffusion is not None
-    )
-    note = audio_pb2.Note(pitch=45, start=0.1, end=0.4, velocity=0.8, string=1, fret=0)
-    tuning = audio_pb2.Tuning(strings=[40, 45, 50, 55, 59, 64])
-    data, session = render_offline(song_requests(cfg, tone, rate, {"guitar": (tuning, [note])}), backend, backend.config)
-    log.debug("warm-up clip: %d bytes, %d frames", len(data), session.next_frame)

@@ -35,6 +35,7 @@ from tabagent.errors import (
     NotReady,
     Overloaded,
     TabAgentError,
+    Unauthenticated,
     UnreadableAudio,
     UpstreamError,
 )
@@ -61,5 +62,6 @@ __all__ = [
     "Cancelled",
     "DeadlineExceeded",
     "ModelError",
+    "Unauthenticated",
     "UpstreamError",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -11,18 +12,21 @@ from typing import BinaryIO
 
 import grpc
 
-from tabagent import service, telemetry
+from tabagent import serving, telemetry
 from tabagent.client._config import FILE_PIECE
 from tabagent.client._events import Artifact, Done, Event, VideoFragment, convert
-from tabagent.errors import InvalidInput, UpstreamError, error_for_status
+from tabagent.errors import CORE_INTERNAL, InvalidInput, UpstreamError, error_for_status, rpc_status
+from tabagent.serving.auth import bearer_interceptors
 from tabagent.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 # Codes after which a retry is safe: the gateway refused the song before doing any work.
+# (A lost write, grpc.aio's "Internal error from Core", reads as UNAVAILABLE: see
+# tabagent.errors.rpc_status. Before the gateway answered, nothing of the song ran.)
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 MAX_BACKOFF = 8.0
-CORE_INTERNAL = "Internal error from Core"   # grpc.aio's status when a write fails
+API_KEY_ENV = "TABAGENT_API_KEY"
 
 
 def backoff_delay(attempt: int, base: float) -> float:
@@ -53,6 +57,9 @@ class AsyncClient:
             response), with exponential backoff; never after work has started.
         timeout: deadline in seconds for a whole song (None = none).
         backoff: the first retry waits about this long, doubling each time (at most 8 s).
+        api_key: the gateway's API key, sent as `authorization: Bearer <key>` on every call;
+            default TABAGENT_API_KEY ("" or unset: none). Ignored when `channel` is given
+            (the injected channel carries its own credentials).
 
     Example:
         async with AsyncClient("localhost:50050") as client:
@@ -62,10 +69,13 @@ class AsyncClient:
     """
 
     def __init__(self, address: str = "localhost:50050", channel: grpc.aio.Channel | None = None,
-                 retries: int = 3, timeout: float | None = None, *, backoff: float = 0.5) -> None:
+                 retries: int = 3, timeout: float | None = None, *, backoff: float = 0.5,
+                 api_key: str | None = None) -> None:
         self._own = channel is None
+        key = (os.environ.get(API_KEY_ENV, "") if api_key is None else api_key).strip()
         self._channel = channel or grpc.aio.insecure_channel(
-            address, options=service.channel_options(), interceptors=telemetry.client_interceptors())
+            address, options=serving.channel_options(),
+            interceptors=[*telemetry.client_interceptors(), *bearer_interceptors(key)])
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         self.retries = retries
         self.timeout = timeout
@@ -108,15 +118,15 @@ class AsyncClient:
                     yield event
                 return
             except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-                details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+                lost_write = (exc.details() if hasattr(exc, "details") else "") == CORE_INTERNAL
+                code, details = rpc_status(exc)
                 if not attempt.answered and code in RETRYABLE and self.attempts <= self.retries:
                     delay = backoff_delay(self.attempts, self.backoff)
                     log.info("gateway refused the song (%s: %s); retry %d of %d in %.1f s",
                              code.name, details, self.attempts, self.retries, delay)
                     await asyncio.sleep(delay)
                     continue
-                if code == grpc.StatusCode.INTERNAL and details == CORE_INTERNAL and attempt.answered:
+                if lost_write and attempt.answered:
                     raise UpstreamError(
                         "the gateway ended the song while the file was still being sent, and grpc lost "
                         "its reason (grpc/grpc#36066); the gateway's log has it", code) from None

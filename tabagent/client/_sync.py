@@ -29,6 +29,7 @@ class Client:
         retries: see AsyncClient.
         timeout: deadline in seconds for a whole song.
         backoff: see AsyncClient.
+        api_key: see AsyncClient (default TABAGENT_API_KEY).
 
     Example:
         with Client("localhost:50050") as client:
@@ -37,17 +38,19 @@ class Client:
     """
 
     def __init__(self, address: str = "localhost:50050", retries: int = 3, timeout: float | None = None,
-                 *, backoff: float = 0.5) -> None:
+                 *, backoff: float = 0.5, api_key: str | None = None) -> None:
         self.address = address
         self.retries = retries
         self.timeout = timeout
+        self._api_key = api_key
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tabagent-client", daemon=True)
         self._thread.start()
         self._client: AsyncClient = asyncio.run_coroutine_threadsafe(self._make(backoff), self._loop).result()
 
     async def _make(self, backoff: float) -> AsyncClient:
-        return AsyncClient(self.address, retries=self.retries, timeout=self.timeout, backoff=backoff)
+        return AsyncClient(self.address, retries=self.retries, timeout=self.timeout, backoff=backoff,
+                           api_key=self._api_key)
 
     @property
     def attempts(self) -> int:

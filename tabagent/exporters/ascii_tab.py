@@ -10,7 +10,8 @@
 
 Every string line starts with its open note and a bar line; one step (a grid position)
 is a fixed number of characters, so a note's onset is its column. Marks: `h` hammer-on,
-`p` pull-off, `/` `\\` slide up/down (before the fret), `b` bend, `~` vibrato (after).
+`p` pull-off, `/` `\\` slide up/down (before the fret), `b` bend (after, with the fret the
+bend sounds like: `7b9` is a full bend; a quarter-step bend is a bare `b`), `~` vibrato.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from pathlib import Path
 from tabagent.exporters.layout import Parts, choose_subdivision, end_step, legato_source, note_steps
 from tabagent.notes import Note
 from tabagent.rhythm import Grid, Rhythm
+from tabagent.techniques import bend_amount
 from tabagent.tuning import Tuning, midi_to_note_name, note_name_to_midi
 
 logger = logging.getLogger(__name__)
 
 PAGE_WIDTH = 80
 _LINE = re.compile(r"^\s*([A-Ga-g][#b]?-?\d?)\s*\|(.*)$")
-_TOKEN = re.compile(r"([hp/\\])?(\d+)([b~]*)")
+_TOKEN = re.compile(r"([hp/\\])?(\d+)(b\d*)?(~)?")
 _HEADER = re.compile(r"Tempo\s+([\d.]+)\s+BPM,\s*(\d+)/(\d+),\s*one step = 1/(\d+) note,\s*(\d+) characters? per step")
 _CAPO = re.compile(r"capo\s+(\d+)", re.IGNORECASE)
 
@@ -45,7 +47,12 @@ def _token(note: Note, source: Note | None) -> str:
             prefix = "h"
         elif "pull_off" in note.techniques:
             prefix = "p"
-    suffix = ("b" if "bend" in note.techniques else "") + ("~" if "vibrato" in note.techniques else "")
+    suffix = ""
+    if "bend" in note.techniques:
+        amount = bend_amount(note)
+        suffix = f"b{note.fret + int(amount)}" if amount >= 1 else "b"
+    if "vibrato" in note.techniques:
+        suffix += "~"
     return f"{prefix}{note.fret}{suffix}"
 
 
@@ -260,16 +267,19 @@ def _build_notes(
             marks.append("hammer_on" if m.group(1) == "h" else "pull_off")
         elif m.group(1) in ("/", "\\"):
             marks.append("slide")
-        if "b" in m.group(3):
+        bend: list[float] = []
+        if m.group(3):
             marks.append("bend")
-        if "~" in m.group(3):
+            target = m.group(3)[1:]
+            bend = [0.0, float(int(target) - fret) if target else 0.5]
+        if m.group(4):
             marks.append("vibrato")
-        raw.append((step, string, fret, ",".join(marks)))
+        raw.append((step, string, fret, ",".join(marks), bend))
     raw.sort()
     onsets = sorted({s for s, *_ in raw})
     last_step = onsets[-1] + 1 if onsets else 0
     notes = []
-    for i, (step, string, fret, technique) in enumerate(raw):
+    for i, (step, string, fret, technique, bend) in enumerate(raw):
         if sustain == "string":
             later = [s for s, st, *_ in raw[i + 1 :] if st == string and s > step]
             end = later[0] if later else last_step + 1
@@ -277,5 +287,6 @@ def _build_notes(
             later = [s for s in onsets if s > step]
             end = later[0] if later else step + 1
         pitch = opens[string] + capo + fret
-        notes.append(Note(pitch, step * step_s, end * step_s, string=string, fret=fret, technique=technique))
+        notes.append(Note(pitch, step * step_s, end * step_s, string=string, fret=fret, technique=technique,
+                          pitch_bend=bend))
     part.notes = sorted(notes, key=lambda n: (n.start, n.string))

@@ -1,10 +1,23 @@
 """Guitar Pro 5 export (tab.gp5) with PyGuitarPro, and the reader that checks it.
 
 One track per part with the part's tuning (string 1 = highest, as Guitar Pro counts),
-string count, capo (frets are relative to it) and MIDI program; the song's tempo; bars
-from the rhythm's grid, each a single voice of beats (see `tabagent.exporters.layout`).
-Techniques become Guitar Pro effects: hammer-on/pull-off and slide on the note they
-leave (as Guitar Pro draws them), bend, vibrato and let ring on the note itself.
+string count, capo (frets are relative to it) and MIDI program; the song's tempo, once;
+bars from the rhythm's grid, each a single voice of beats (see
+`tabagent.exporters.layout`). Techniques become Guitar Pro effects: hammer-on/pull-off
+and slide on the note they leave (as Guitar Pro draws them), bend (its size in quarter
+tones, as the format counts: a full bend is 4), vibrato and let ring on the note itself.
+
+What notation programs show from it:
+
+* Pickup: GP5 has no incomplete first bar, so a song that starts before its first
+  downbeat gets a full first bar whose rests come first, marked "Pickup" (the way
+  Guitar Pro users write one); `read_gp5` takes the padding back off (it is noted in
+  the file's notice) so times read back match the audio.
+* Dynamics: every note's velocity is one of three levels per bar
+  (`tabagent.exporters.dynamics`), so MuseScore writes a dynamic where the playing gets
+  louder or softer, not on every note.
+* Chords: a guitar beat that strikes a chord carries its name and diagram where the
+  chord changes (`tabagent.exporters.chords`).
 """
 
 from __future__ import annotations
@@ -14,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from tabagent.errors import BadConfig
+from tabagent.exporters import dynamics
+from tabagent.exporters.chords import Chord, chord_labels
 from tabagent.exporters.layout import (
     PROGRAMS,
     Parts,
@@ -21,14 +36,18 @@ from tabagent.exporters.layout import (
     end_step,
     layout,
     legato_source,
+    values,
 )
+from tabagent.exporters.text import for_codepage
 from tabagent.notes import Note
 from tabagent.rhythm import Rhythm
+from tabagent.techniques import bend_amount
 
 logger = logging.getLogger(__name__)
 
 _QUARTER = 960  # Guitar Pro ticks per quarter note
 _VOICE_CHANNELS = [c for c in range(16) if c != 9]
+_PICKUP_NOTICE = "tabagent-pickup-ticks: "   # the rests added before a pickup, for read_gp5
 
 
 def write_gp5(
@@ -55,8 +74,14 @@ def write_gp5(
     subdivision = choose_subdivision(parts, rhythm, subdivision)
     grid = rhythm.grid(subdivision)
     bars = grid.bars(end_step(parts, grid))
-    song = m.Song(title=title, tempo=int(round(grid.tempo)))
+    step_ticks = _QUARTER // subdivision
+    # A pickup fills out its bar with rests first (see the module docstring).
+    pad = grid.bar_steps - bars[0].steps if bars and bars[0].pickup else 0
+    # The format holds Windows-1252 only: other scripts are spelled in Latin letters.
+    song = m.Song(title=for_codepage(title), tempo=int(round(grid.tempo)))
     song.tempoName = "Tab Agent"
+    if pad:
+        song.notice = [f"{_PICKUP_NOTICE}{pad * step_ticks}"]
     headers = []
     tick = _QUARTER
     for bar in bars:
@@ -64,8 +89,10 @@ def write_gp5(
         header = m.MeasureHeader(
             number=bar.index + 1, start=tick, timeSignature=m.TimeSignature(num, m.Duration(value=den))
         )
+        if bar.pickup:
+            header.marker = m.Marker(title="Pickup")
         headers.append(header)
-        tick += bar.steps * _QUARTER // subdivision
+        tick += (bar.steps + (pad if bar.pickup else 0)) * step_ticks
     song.measureHeaders = headers
     song.tracks = []
     for number, (name, (tuning, notes)) in enumerate(parts.items(), start=1):
@@ -73,7 +100,7 @@ def write_gp5(
         track = m.Track(
             song,
             number=number,
-            name=name,
+            name=for_codepage(name),
             fretCount=tuning.max_fret,
             offset=tuning.capo,
             strings=[
@@ -90,19 +117,34 @@ def write_gp5(
         by_id = {id(n): n for n in fingered}
         leaving = {id(src): by_id[dst_id] for dst_id, src in sources.items()}
         n_strings = len(tuning.strings)
+        laid = layout(fingered, grid, bars)
+        levels = dynamics.bar_levels([[n.velocity for beat in beats for n in beat.notes] for beats in laid])
+        names = chord_labels([[n.pitch - tuning.capo for n in beat.notes] for beats in laid for beat in beats])
+        if tuning.instrument == "bass":
+            names = [None] * len(names)
+        labels = iter(names)
         track.measures = []
-        for header, beats in zip(headers, layout(fingered, grid, bars), strict=True):
+        for bar, header, beats, level in zip(bars, headers, laid, levels, strict=True):
             measure = m.Measure(track, header)
             voice = measure.voices[0]
+            if bar.pickup and pad:
+                for value in _rest_values(pad, subdivision):
+                    rest = m.Beat(voice, duration=m.Duration(value=value[0], isDotted=value[1]))
+                    rest.status = m.BeatStatus.rest
+                    voice.beats.append(rest)
             for beat in beats:
                 duration = m.Duration(value=beat.value.denominator, isDotted=beat.value.dotted)
                 gp_beat = m.Beat(voice, duration=duration)
+                chord = next(labels)
                 if beat.rest:
                     gp_beat.status = m.BeatStatus.rest
                 else:
                     gp_beat.status = m.BeatStatus.normal
                     for note in sorted(beat.notes, key=lambda n: -n.string):
-                        gp_beat.notes.append(_gp_note(m, gp_beat, note, n_strings, leaving.get(id(note))))
+                        gp_beat.notes.append(_gp_note(m, gp_beat, note, n_strings, leaving.get(id(note)),
+                                                      dynamics.velocity(level)))
+                    if chord is not None:
+                        gp_beat.effect.chord = _gp_chord(m, chord, beat.notes, n_strings)
                 voice.beats.append(gp_beat)
             track.measures.append(measure)
         song.tracks.append(track)
@@ -110,7 +152,33 @@ def write_gp5(
     logger.debug("wrote %s: %d tracks, %d bars", path, len(song.tracks), len(headers))
 
 
-def _gp_note(m, beat, note: Note, n_strings: int, next_note: Note | None):
+def _rest_values(steps: int, subdivision: int) -> list[tuple[int, bool]]:
+    """(denominator, dotted) of rests filling `steps` grid steps, longest first."""
+    out = []
+    table = values(subdivision)
+    while steps > 0:
+        value = next(v for v in table if v.steps <= steps)
+        out.append((value.denominator, value.dotted))
+        steps -= value.steps
+    return out
+
+
+def _gp_chord(m, chord: Chord, notes: list[Note], n_strings: int):
+    """A Guitar Pro chord (name and diagram) for the notes of a beat."""
+    frets = [-1] * n_strings
+    for note in notes:
+        frets[n_strings - 1 - note.string] = int(note.fret)   # string 1 (highest) first
+    fretted = [f for f in frets if f > 0]
+    return m.Chord(
+        length=n_strings, sharp=True, root=m.PitchClass(chord.root), type=m.ChordType(chord.shape.gp_type),
+        extension=m.ChordExtension.none, bass=m.PitchClass(chord.bass), tonality=m.ChordAlteration.perfect,
+        add=bool(chord.shape.add), name=chord.name, fifth=m.ChordAlteration.perfect,
+        ninth=m.ChordAlteration.perfect, eleventh=m.ChordAlteration.perfect,
+        firstFret=min(fretted) if fretted else 1, strings=frets, show=True, newFormat=True,
+    )
+
+
+def _gp_note(m, beat, note: Note, n_strings: int, next_note: Note | None, velocity: int):
     effect = m.NoteEffect()
     if next_note is not None:
         if "slide" in next_note.techniques:
@@ -118,15 +186,14 @@ def _gp_note(m, beat, note: Note, n_strings: int, next_note: Note | None):
         else:
             effect.hammer = True
     if "bend" in note.techniques:
-        amount = _bend_semitones(note)
+        quarters = int(round(2 * bend_amount(note)))       # Guitar Pro counts quarter tones
         effect.bend = m.BendEffect(
             type=m.BendType.bend,
-            value=amount,
-            points=[m.BendPoint(0, 0), m.BendPoint(6, amount), m.BendPoint(12, amount)],
+            value=quarters * 25,                            # the file's 1/100 tone
+            points=[m.BendPoint(0, 0), m.BendPoint(6, quarters), m.BendPoint(12, quarters)],
         )
     effect.vibrato = "vibrato" in note.techniques
     effect.letRing = "let_ring" in note.techniques
-    velocity = int(min(127, max(15, round(note.velocity * 127))))
     return m.Note(
         beat,
         value=int(note.fret),
@@ -135,14 +202,6 @@ def _gp_note(m, beat, note: Note, n_strings: int, next_note: Note | None):
         effect=effect,
         type=m.NoteType.normal,
     )
-
-
-def _bend_semitones(note: Note) -> int:
-    """The bend's size in semitones (whole, at least one), from the pitch bend curve."""
-    if note.pitch_bend:
-        span = max(note.pitch_bend) - min(note.pitch_bend)
-        return max(1, min(4, int(round(span))))
-    return 2
 
 
 def read_gp5(path: str | Path) -> dict[str, object]:
@@ -160,6 +219,7 @@ def read_gp5(path: str | Path) -> dict[str, object]:
 
     song = gp.parse(str(path))
     seconds_per_tick = 60.0 / song.tempo / _QUARTER
+    pad = next((int(line[len(_PICKUP_NOTICE):]) for line in song.notice if line.startswith(_PICKUP_NOTICE)), 0)
     parts: dict[str, object] = {}
     for track in song.tracks:
         strings = [s.value for s in sorted(track.strings, key=lambda s: -s.number)]
@@ -169,7 +229,7 @@ def read_gp5(path: str | Path) -> dict[str, object]:
         for measure in track.measures:
             for voice in measure.voices:
                 for beat in voice.beats:
-                    start = (beat.start - _QUARTER) * seconds_per_tick
+                    start = (beat.start - _QUARTER - pad) * seconds_per_tick
                     end = start + beat.duration.time * seconds_per_tick
                     for gp_note in beat.notes:
                         if gp_note.type != gp.NoteType.normal:
@@ -187,6 +247,8 @@ def read_gp5(path: str | Path) -> dict[str, object]:
                             pending[string] = gp_note
                         if gp_note.effect.bend is not None:
                             note.add_technique("bend")
+                            quarters = max((p.value for p in gp_note.effect.bend.points), default=0)
+                            note.pitch_bend = [0.0, quarters / 2.0]
                         if gp_note.effect.vibrato:
                             note.add_technique("vibrato")
                         if gp_note.effect.letRing:

@@ -66,10 +66,6 @@ def _fill(length: int, table: list[Value]) -> list[Value]:
     return out
 
 
-def grid_for(rhythm: Rhythm, subdivision: int = 4) -> Grid:
-    return rhythm.grid(subdivision)
-
-
 def note_steps(notes: Sequence[Note], grid: Grid) -> list[tuple[int, int, Note]]:
     """(start step, end step, note) per note; every note at least one step long.
 

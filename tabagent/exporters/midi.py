@@ -33,7 +33,8 @@ def write_midi(parts: Parts, rhythm: Rhythm, path: str | Path, title: str = "Tab
 
     tempo = float(rhythm.tempo) or 120.0
     ticks_per_second = TICKS_PER_BEAT * tempo / 60.0
-    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    # Text events in UTF-8 (as MuseScore and most DAWs read them): any title or part name.
+    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, charset="utf-8")
     conductor = mido.MidiTrack()
     conductor.append(mido.MetaMessage("track_name", name=title, time=0))
     conductor.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0))

@@ -4,8 +4,17 @@ Each part has a TAB clef and `staff-details` giving the number of strings, the t
 each (line 1 = lowest string) and the capo; every note carries its sounding pitch and a
 `technical` string (1 = highest, as MusicXML counts) and fret (relative to the capo).
 Hammer-ons, pull-offs and slides are drawn from the note they leave to the note they
-reach; bends, vibrato and let ring sit on the note. Tempo goes in a metronome mark and
-a `sound` element; bars and time signatures follow the rhythm's grid.
+reach; bends (`bend-alter` in semitones: 0.5, 1, 2 or 3), vibrato and let ring sit on the
+note. The tempo is a metronome mark and a `sound` element in the first part only (one
+tempo mark per score); bars and time signatures follow the rhythm's grid, and a song
+that starts before its first downbeat opens with a real pickup: measure 0, marked
+`implicit="yes"`, under the song's own time signature. Each part states its tuning and
+capo as words above its first bar (programs that ignore `staff-details` still show
+them), and a guitar part names its chords above the beats where they change (`harmony`).
+
+MuseScore 3 reads the pitches, rhythm, tuning words and chord names of this file but
+re-fingers the notes itself (its importer ignores `string`, `fret` and `capo`); the
+Guitar Pro file keeps the fingering in MuseScore and TuxGuitar (README).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tabagent.exporters.chords import STEPS, Chord, chord_labels
 from tabagent.exporters.layout import (
     PROGRAMS,
     Parts,
@@ -26,7 +36,8 @@ from tabagent.exporters.layout import (
 )
 from tabagent.notes import Note
 from tabagent.rhythm import Bar, Grid, Rhythm
-from tabagent.tuning import Tuning
+from tabagent.techniques import bend_amount
+from tabagent.tuning import Tuning, midi_to_note_name
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +89,7 @@ def write_musicxml(
             out.write(ET.tostring(element, encoding="unicode"))
         for i, (tuning, notes) in enumerate(parts.values(), start=1):
             out.write(f'<part id="P{i}">')
-            for measure in _measures(tuning, notes, grid, bars, subdivision):
+            for measure in _measures(tuning, notes, grid, bars, subdivision, tempo=i == 1):
                 out.write(ET.tostring(measure, encoding="unicode"))
             out.write("</part>")
         out.write("</score-partwise>\n")
@@ -106,17 +117,61 @@ def _header(parts: Parts, title: str) -> list[ET.Element]:
     return list(root)
 
 
-def _measures(tuning: Tuning, notes: Sequence[Note], grid: Grid, bars: list[Bar], subdivision: int) -> Iterator[ET.Element]:
-    """One part's measures, one at a time."""
+def tuning_text(tuning: Tuning) -> str:
+    """The tuning and capo as a player reads them: "Tuning: D A D G B E (drop d), capo 2"."""
+    letters = " ".join(midi_to_note_name(p)[:-1] for p in tuning.strings)
+    name = (tuning.name or "custom").replace("_", " ")
+    capo = f", capo {tuning.capo}" if tuning.capo else ", no capo"
+    return f"Tuning: {letters} ({name}){capo}"
+
+
+def _words(measure: ET.Element, text: str) -> None:
+    direction = _sub(measure, "direction", placement="above")
+    dtype = _sub(direction, "direction-type")
+    _sub(dtype, "words", text)
+
+
+def _harmony(measure: ET.Element, chord: Chord) -> None:
+    harmony = _sub(measure, "harmony", placement="above")
+    root = _sub(harmony, "root")
+    step, alter = STEPS[chord.root]
+    _sub(root, "root-step", step)
+    if alter:
+        _sub(root, "root-alter", alter)
+    kind = _sub(harmony, "kind", chord.shape.kind)
+    kind.set("text", chord.shape.suffix)
+    if chord.bass != chord.root:
+        bass = _sub(harmony, "bass")
+        step, alter = STEPS[chord.bass]
+        _sub(bass, "bass-step", step)
+        if alter:
+            _sub(bass, "bass-alter", alter)
+    if chord.shape.add:
+        degree = _sub(harmony, "degree")
+        _sub(degree, "degree-value", chord.shape.add)
+        _sub(degree, "degree-alter", 0)
+        _sub(degree, "degree-type", "add")
+
+
+def _measures(tuning: Tuning, notes: Sequence[Note], grid: Grid, bars: list[Bar], subdivision: int,
+              tempo: bool = True) -> Iterator[ET.Element]:
+    """One part's measures, one at a time (`tempo`: this part carries the tempo mark)."""
     fingered = [n for n in notes if n.string >= 0]
     sources = legato_source(fingered)
     by_id = {id(n): n for n in fingered}
     leaving = {id(src): by_id[dst] for dst, src in sources.items()}
     n_strings = len(tuning.strings)
+    pickup = bool(bars) and bars[0].pickup
     previous_sig: tuple[int, int] | None = None
-    for bar, beats in zip(bars, layout(fingered, grid, bars), strict=True):
-        measure = ET.Element("measure", number=str(bar.index + 1))
-        if bar.index == 0 and bar.steps < grid.bar_steps:
+    laid = layout(fingered, grid, bars)
+    names = chord_labels([[n.pitch - tuning.capo for n in beat.notes] for beats in laid for beat in beats])
+    if tuning.instrument == "bass":
+        names = [None] * len(names)
+    labels = iter(names)
+    for bar, beats in zip(bars, laid, strict=True):
+        # A pickup is measure 0 (MuseScore numbers it so too); the first full bar is 1.
+        measure = ET.Element("measure", number=str(bar.index if pickup else bar.index + 1))
+        if bar.pickup:
             measure.set("implicit", "yes")
         attributes = None
         if bar.index == 0 or bar.time_signature != previous_sig:
@@ -143,13 +198,18 @@ def _measures(tuning: Tuning, notes: Sequence[Note], grid: Grid, bars: list[Bar]
                 _sub(tuning_el, "tuning-octave", open_pitch // 12 - 1)
             if tuning.capo:
                 _sub(details, "capo", tuning.capo)
-            direction = _sub(measure, "direction", placement="above")
-            dtype = _sub(direction, "direction-type")
-            metronome = _sub(dtype, "metronome")
-            _sub(metronome, "beat-unit", "quarter")
-            _sub(metronome, "per-minute", f"{grid.tempo:g}")
-            _sub(direction, "sound", tempo=f"{grid.tempo:g}")
+            _words(measure, tuning_text(tuning))
+            if tempo:
+                direction = _sub(measure, "direction", placement="above")
+                dtype = _sub(direction, "direction-type")
+                metronome = _sub(dtype, "metronome")
+                _sub(metronome, "beat-unit", "quarter")
+                _sub(metronome, "per-minute", f"{grid.tempo:g}")
+                _sub(direction, "sound", tempo=f"{grid.tempo:g}")
         for beat in beats:
+            chord_name = next(labels)
+            if chord_name is not None:
+                _harmony(measure, chord_name)
             chord: list[Note | None] = [*sorted(beat.notes, key=lambda n: n.pitch)] or [None]
             for k, note in enumerate(chord):
                 el = _sub(measure, "note")
@@ -183,8 +243,7 @@ def _notations(el: ET.Element, note: Note, n_strings: int, source: Note | None, 
         _sub(technical, tag, "H" if tag == "hammer-on" else "P", type="start", number="1")
     if "bend" in note.techniques:
         bend = _sub(technical, "bend")
-        span = max(note.pitch_bend) - min(note.pitch_bend) if note.pitch_bend else 2.0
-        _sub(bend, "bend-alter", f"{max(1.0, min(4.0, round(span))):g}")
+        _sub(bend, "bend-alter", f"{bend_amount(note):g}")
     if "let_ring" in note.techniques:
         _sub(technical, "other-technical", "let ring")
     if source is not None and "slide" in note.techniques:
@@ -220,6 +279,8 @@ def read_musicxml(path: str | Path) -> dict[str, object]:
         n = len(strings)
         notes: list[Note] = []
         for element in part.flatten().notes:
+            if isinstance(element, music21.harmony.ChordSymbol):   # a chord name, not notes
+                continue
             chord_notes = element.notes if element.isChord else [element]
             start = float(element.offset) * 60.0 / tempo
             end = start + float(element.quarterLength) * 60.0 / tempo

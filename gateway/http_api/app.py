@@ -1,0 +1,89 @@
+"""The gateway's HTTP API (FastAPI): the app, wired from its routers and middleware.
+
+    app = create_app(config, downstream)        # downstream: gateway.downstream.Downstream
+    uvicorn.Server(uvicorn.Config(app, port=config.http_port)).serve()
+
+Routes: the job routes (gateway.http_api.jobs), health and metrics (health), the web
+page (page). Every route but `/`, `/static/*`, `/healthz`, `/readyz` and `/metrics` needs
+the API key when `TABAGENT_API_KEY` is set (see gateway/auth.py); errors are JSON
+`{"error": {"type", "message", "status"}}` with the status of tabagent.errors (errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from gateway.auth import Auth
+from gateway.config import GatewayConfig
+from gateway.http_api import errors, health, jobs, page
+from gateway.http_api.middleware import RequestMetrics
+from gateway.job_queue import JobManager
+from gateway.store import JobRecord, JobStore
+from tabagent.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICES_WAIT = 300.0   # a job waits this long for restarting model services before it fails
+
+
+def create_app(config: GatewayConfig, downstream: Any, *, metrics: ServiceMetrics | None = None,
+               store: JobStore | None = None, shutdown_grace: float = 0.0) -> FastAPI:
+    """Build the HTTP API.
+
+    Args:
+        config: gateway settings (limits, data_dir, db_url, api_key).
+        downstream: the services: a gateway.downstream.Downstream (`.stubs`, `.channels`).
+        metrics: the gateway's metrics (a new ServiceMetrics("gateway") when None).
+        store: the job store (from config.db_url / data_dir when None).
+        shutdown_grace: seconds running jobs get to finish when the app stops.
+
+    Returns:
+        The FastAPI app; its lifespan starts and stops the job manager, and
+        `app.state.stop_jobs()` stops it earlier (a drain).
+    """
+    metrics = metrics or ServiceMetrics("gateway")
+    store = store or JobStore.from_config(config.db_url, config.data_dir)
+    auth = Auth(config.api_key)
+    manager = JobManager(config, downstream.stubs, store, on_finish=lambda r: _observe(metrics, r),
+                         wait_ready=lambda: downstream.wait_ready(timeout=SERVICES_WAIT))
+    metrics.bind_jobs(lambda: manager.queued, lambda: manager.running)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        log.info("HTTP API ready: %d job(s) at once, backlog %d, store %s, API key %s",
+                 manager.max_running, manager.max_backlog, store.engine.url.render_as_string(hide_password=True),
+                 "required" if auth.enabled else "off")
+        try:
+            yield
+        finally:
+            await stop()
+
+    async def stop() -> None:
+        if not manager.closing:
+            await manager.close(shutdown_grace)
+
+    app = FastAPI(title="Tab Agent", version="1.0",
+                  description="Song in, guitar and bass tablature and a play-along video out. "
+                              "Send `Authorization: Bearer <key>` when the gateway has an API key.",
+                  lifespan=lifespan)
+    app.state.jobs = manager
+    app.state.stop_jobs = stop
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetrics, metrics=metrics)  # type: ignore[arg-type]
+    errors.install(app)
+    page.mount(app)
+    app.include_router(health.router(downstream, store, manager, metrics))
+    app.include_router(jobs.router(config, manager, store, auth))
+    return app
+
+
+def _observe(metrics: ServiceMetrics, record: JobRecord) -> None:
+    if record.status == "done":
+        metrics.observe_stage("http_job", record.wall_seconds, record.seconds)
+        metrics.add_audio(record.seconds)
