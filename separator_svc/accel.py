@@ -329,25 +329,26 @@ def _swap(module: nn.Module, replace_leaf: Any) -> nn.Module:
     return new
 
 
-def rewrite_convs(model: nn.Module, cache: dict[int, nn.Module] | None = None) -> nn.Module:
+def rewrite_convs(model: nn.Module, cache: dict[int, tuple[nn.Module, nn.Module]] | None = None) -> nn.Module:
     """`model` with its transposed and 1x1 convolutions in their faster forms (see above).
 
-    `cache` (id of an original layer -> its replacement) lets several variants of one
-    model (pruned for different sources) share the replacements.
+    `cache` (id of an original layer -> the layer and its replacement) lets several
+    variants of one model (pruned for different sources) share the replacements; it
+    holds the originals too, so that an id is never reused for another layer.
     """
     cache = {} if cache is None else cache
 
     def replace_leaf(module: nn.Module) -> nn.Module | None:
         found = cache.get(id(module))
-        if found is not None:
-            return found
+        if found is not None and found[0] is module:
+            return found[1]
         new: nn.Module | None = None
         if SubpixelConvTranspose.supports(module):
             new = SubpixelConvTranspose(module)  # type: ignore[arg-type]
         elif PointwiseConv.supports(module):
             new = PointwiseConv(module)  # type: ignore[arg-type]
         if new is not None:
-            cache[id(module)] = new
+            cache[id(module)] = (module, new)
         return new
 
     return _swap(model, replace_leaf)

@@ -84,7 +84,7 @@ class SegmentRunner:
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
         self._variants_lock = threading.Lock()
         self._variants: dict[Sources, nn.Module] = {}
-        self._rewritten: dict[int, nn.Module] = {}  # layers shared by the variants
+        self._rewritten: dict[int, tuple[nn.Module, nn.Module]] = {}  # layers shared by the variants
         self._count_lock = threading.Lock()
         self.calls = 0
         self.batches = 0

@@ -173,7 +173,7 @@ def test_pointwise_form_and_rewritten_model() -> None:
         torch.testing.assert_close(PointwiseConv(conv)(x), conv(x), rtol=1e-5, atol=1e-6)
     model = tiny_models("htdemucs_6s", segment=0.5)[0][0]
     pruned = prune_sources(model, [4, 1])
-    cache: dict[int, torch.nn.Module] = {}
+    cache: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
     fast = rewrite_convs(pruned, cache)
     kinds = [type(m).__name__ for m in fast.modules()]
     assert "SubpixelConvTranspose" in kinds and "PointwiseConv" in kinds
@@ -183,3 +183,16 @@ def test_pointwise_form_and_rewritten_model() -> None:
     x = torch.from_numpy(noise_song(RATE // 2, seed=7).T.copy())[None]
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x)[:, [4, 1]], rtol=1e-4, atol=1e-6)
+
+
+def test_many_stem_sets_in_one_runner_each_get_their_own_last_layers() -> None:
+    import gc
+
+    model = tiny_models("htdemucs_6s", segment=0.5)[0][0]
+    runner = SegmentRunner(model, accel=Acceleration(workers=1, prune=True, rewrite="on"))
+    segment = torch.from_numpy(noise_song(RATE // 2, seed=8).T.copy())
+    with torch.no_grad():
+        full = model(segment[None])[0]
+    for wanted in ((0,), (1,), (2,), (3,), (5,), (4, 1), (1, 4), (2, 3, 5)):
+        gc.collect()  # freed pruned layers must not hand their ids (and replacements) on
+        torch.testing.assert_close(runner.run(segment, wanted), full[list(wanted)], rtol=1e-4, atol=1e-6)
