@@ -338,6 +338,7 @@ def basic_pitch_model(device: str) -> tuple[Any, str]:
 
         from transcriber_svc.basicpitch import note_creation
         from transcriber_svc.config import TranscriberConfig
+        from transcriber_svc.holder import warm_up
         from transcriber_svc.model import BasicPitchModel
 
         note_creation()  # basic_pitch's decoding helpers (librosa, scipy, mir_eval, ...)
@@ -348,7 +349,7 @@ def basic_pitch_model(device: str) -> tuple[Any, str]:
     # One onnxruntime thread per call on the CPU, as the transcriber service runs it: each
     # part (and each concurrent song) is its own caller.
     model = BasicPitchModel(threads=TranscriberConfig.from_env().threads, device="cuda" if cuda else "cpu")
-    model.warm_up()
+    warm_up(model)
     where = "cuda (onnxruntime-gpu)" if cuda else (
         "cpu: onnxruntime has no CUDA provider here (install onnxruntime-gpu)" if device.startswith("cuda")
         else "cpu")
