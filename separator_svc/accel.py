@@ -107,6 +107,8 @@ class Acceleration:
         cuda = torch.device(device).type == "cuda"
         cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
         workers = self.workers or (2 if cuda else min(cores, 4))
+        if self.compile == "reduce-overhead":
+            workers = 1  # CUDA graph trees keep per-thread state: one calling thread
         threads = self.threads or max(1, cores // workers)
         rewrite = self.rewrite if self.rewrite != "auto" else ("off" if cuda else "on")
         return replace(self, workers=workers, threads=threads, rewrite=rewrite)
