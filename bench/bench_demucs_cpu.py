@@ -16,7 +16,8 @@ alternating so that other load on the machine hits them alike:
   self-attention layers, every source computed (the settings before separator_svc.accel);
 * each lossless change alone on top of today (`--each`, `--long`), then all of them
   (the new default);
-* lossy, opt-in: bf16 autocast (AMX on CPUs that have it); `--int8` adds torch's
+* lossy, opt-in: bf16 autocast of the whole model, and of the cross-transformer only
+  (AMX on CPUs that have it); `--int8` adds torch's
   dynamic int8 quantisation of the Linear layers (not a service setting: see the result).
 
 Reported per configuration: best and median wall seconds, CPU seconds, speed-up of the
@@ -45,7 +46,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import command, machine, machine_line, read_wav, song, table, write_section  # noqa: E402
 
-from separator_svc.accel import TODAY, Acceleration, apply_process_settings, autocast  # noqa: E402
+from separator_svc.accel import (  # noqa: E402
+    TODAY,
+    Acceleration,
+    apply_process_settings,
+    autocast,
+    transformer_in_bf16,
+)
 
 STEMS = ("guitar", "bass")
 
@@ -76,6 +83,8 @@ def configs(cores: int, int8: bool, each: bool = True) -> list[Config]:
                replace(today, workers=new.workers, threads=new.threads)),
         Config("all lossless (new default)", new),
         Config("new default + bf16 autocast (opt-in)", replace(new, precision="bf16"), lossy=True),
+        Config("new default + bf16 cross-transformer (opt-in)", replace(new, precision="bf16-transformer"),
+               lossy=True),
     ]
     if int8:
         out.append(Config("new default + int8 dynamic Linear (bench only)", new, lossy=True, int8=True))
@@ -139,6 +148,8 @@ def hard_sdr(bag: Any, config: Config) -> float:
         if name.endswith(".scale"):
             p.data.fill_(1.0)
     lossy = quantised(type(bag)([hard])).models[0] if config.int8 else hard
+    if config.accel.precision == "bf16-transformer":
+        lossy = transformer_in_bf16(hard, "cpu")
     length = int(hard.samplerate * hard.segment)
     x = torch.from_numpy(read_wav(song(30.0))[:length].T.copy())[None]
     with torch.no_grad():

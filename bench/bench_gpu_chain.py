@@ -108,6 +108,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mha-native": {"accel": {"attention": "native"}, "cudnn_tf32": True},
     "tf32": {"accel": {"precision": "tf32"}, "cudnn_tf32": True},
     "bf16": {"accel": {"precision": "bf16"}, "cudnn_tf32": True},
+    "bf16-transformer": {"accel": {"precision": "bf16-transformer"}, "cudnn_tf32": True},
     "fp16": {"accel": {"precision": "fp16"}, "cudnn_tf32": True},
     "compile": {"accel": {"compile": "default"}, "cudnn_tf32": True},
     "cuda-graphs": {"accel": {"compile": "reduce-overhead"}, "cudnn_tf32": True},

@@ -34,7 +34,9 @@ bounds each against the plain fp32 model's output:
     are per calling thread, so other torch users in the process keep theirs.
 
 * **Lossy** (opt-in, `precision`): `bf16` / `fp16` run the model under autocast
-  (matmuls and convolutions in 16-bit, the STFT, masks and iSTFT in fp32); `tf32`
+  (matmuls and convolutions in 16-bit, the STFT, masks and iSTFT in fp32);
+  `bf16-transformer` only the cross-transformer (its matmuls and attention are half of
+  a CPU forward pass; the convolutions, whose errors the decoders amplify, stay fp32); `tf32`
   lets CUDA matmuls and convolutions use TF32. `compile` wraps each model in
   `torch.compile` (mode "default", "reduce-overhead" = CUDA graphs, or
   "max-autotune"); it changes rounding only, but compiling the full model takes
@@ -57,7 +59,7 @@ from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "bf16-transformer", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 ATTENTION = ("sdpa", "native")
 REWRITE = ("auto", "on", "off")
@@ -74,7 +76,7 @@ class Acceleration:
         attention: "sdpa" (flash attention for every layer) or "native" (torch's MHA
             fast path for self-attention, the previous behaviour).
         prune: compute only the requested sources.
-        precision: fp32 (exact), tf32 (CUDA), bf16, fp16 (lossy, opt-in).
+        precision: fp32 (exact), tf32 (CUDA), bf16, bf16-transformer, fp16 (lossy, opt-in).
         compile: torch.compile mode, or "off".
         rewrite: "auto" (on a CPU), "on" or "off": the sub-pixel and batched-matmul
             forms of the transposed and 1x1 convolutions.
@@ -116,7 +118,7 @@ class Acceleration:
     @property
     def lossy(self) -> bool:
         """Whether the stems may differ from fp32 by more than float rounding."""
-        return self.precision in ("bf16", "fp16")
+        return self.precision in ("bf16", "bf16-transformer", "fp16")
 
     def describe(self) -> str:
         """One line for logs and ModelInfo."""
@@ -233,6 +235,32 @@ def prune_sources(model: Any, keep: Sequence[int]) -> Any:
     new.sources = [model.sources[k] for k in keep]
     new.decoder = nn.ModuleList([*model.decoder[:-1], _pruned_layer(model.decoder[-1], keep, sources)])
     new.tdecoder = nn.ModuleList([*model.tdecoder[:-1], _pruned_layer(model.tdecoder[-1], keep, sources)])
+    return new
+
+
+class _AutocastBlock(nn.Module):
+    """Runs a block under bf16 autocast and hands fp32 tensors back."""
+
+    def __init__(self, block: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.block = block
+        self.device_type = device_type
+
+    def forward(self, *args: Any) -> Any:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.block(*args)
+        if isinstance(out, tuple):
+            return tuple(o.float() for o in out)
+        return out.float()
+
+
+def transformer_in_bf16(model: Any, device: str) -> Any:
+    """`model` (HTDemucs) with its cross-transformer under bf16 autocast; other weights shared."""
+    if getattr(model, "crosstransformer", None) is None:
+        return model
+    new = copy.copy(model)
+    new._modules = dict(model._modules)
+    new.crosstransformer = _AutocastBlock(model.crosstransformer, torch.device(device).type)
     return new
 
 

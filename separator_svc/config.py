@@ -50,7 +50,8 @@ class SeparatorConfig:
         SEPARATOR_WORKERS [0 = auto], SEPARATOR_THREADS [0 = auto]: segments in flight per
         stream and torch threads per forward pass; SEPARATOR_ATTENTION [sdpa]: sdpa or
         native; SEPARATOR_PRUNE [1]: compute only the requested sources;
-        SEPARATOR_PRECISION [fp32]: fp32, tf32, bf16, fp16 (bf16/fp16 change the stems);
+        SEPARATOR_PRECISION [fp32]: fp32, tf32, bf16, bf16-transformer, fp16 (all but
+        fp32 change the stems slightly);
         SEPARATOR_COMPILE [off]: off, default, reduce-overhead, max-autotune
         (see separator_svc.accel);
         TABAGENT_MAX_SECONDS [3600]: longest song accepted.

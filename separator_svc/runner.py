@@ -42,6 +42,7 @@ from separator_svc.accel import (
     intra_op_threads,
     prune_sources,
     rewrite_convs,
+    transformer_in_bf16,
 )
 from tabagent.errors import ModelError
 
@@ -105,6 +106,8 @@ class SegmentRunner:
                 module = prune_sources(self.model, computed)
                 if self._rewrite:
                     module = rewrite_convs(module, self._rewritten)
+                if self.accel.precision == "bf16-transformer":
+                    module = transformer_in_bf16(module, str(self.device))
                 module = compiled(module, self.accel)
                 self._variants[computed] = module
         return module, computed

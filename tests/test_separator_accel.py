@@ -137,11 +137,12 @@ def test_settings_resolve_and_refuse_garbage() -> None:
             bad.check()
 
 
-def test_bf16_is_opt_in_and_close() -> None:
+@pytest.mark.parametrize("precision", ["bf16", "bf16-transformer"])
+def test_bf16_is_opt_in_and_close(precision: str) -> None:
     model = load_model("htdemucs", tiny_repo("htdemucs"), "cpu", hub_cache=empty_dir("hub"),
-                       accel=Acceleration(workers=1, precision="bf16"))
+                       accel=Acceleration(workers=1, precision=precision))
     assert isinstance(model, DemucsModel)
-    assert "bf16" in model.info.message and "reduced precision" in model.info.message
+    assert precision in model.info.message and "reduced precision" in model.info.message
     segment = torch.from_numpy(noise_song(RATE, seed=6).T.copy())
     runner = model.runners[0]
     lossy = runner.run(segment)
