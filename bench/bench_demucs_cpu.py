@@ -217,7 +217,7 @@ def report(results: dict[str, tuple[list[Config], dict[str, Any]]], seconds: flo
     head = ["bag", "configuration", "best wall s", "median wall s", "median CPU s", "x real time",
             "speed-up vs today (best wall)", "CPU s: today / this", "SDR vs today, dB"]
     text = "\n".join([
-        f"### Demucs on the CPU: today's settings vs. faster ones ({seconds:g} s clip)",
+        f"### 6. Demucs on the CPU: today's settings vs. faster ones ({seconds:g} s clip)",
         "",
         f"Command: `{command()}`  ",
         f"Machine: {machine_line(info)}; torch {torch.__version__}, {rounds} alternating round(s) per "
