@@ -9,8 +9,9 @@ and 7.8 s segment, `separator_svc.tiny.FULL_KWARGS`; htdemucs_ft: four of them, 
 weighted for one source; htdemucs_6s: six sources), built in memory with a fixed seed.
 A synthesised song (`bench/common.song`) is streamed through `DemucsModel.open_stream`
 in 1 s blocks, asking for the stems the gateway asks for (guitar and bass; "guitar" is
-"other" in the 4-source bags), once per configuration per round, configurations
-alternating so that other load on the machine hits them alike:
+"other" in the 4-source bags), once per configuration per round after one warm-up
+segment each, configurations alternating (each round starting with the next one) so that
+other load on the machine hits them alike:
 
 * today: one segment at a time on every core, torch's native MHA fast path for the
   self-attention layers, every source computed (the settings before separator_svc.accel);
@@ -169,12 +170,15 @@ def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool) ->
     plan = configs(cores, int8, each)
     models = {c.name: DemucsModel(qbag if c.int8 else bag, name, "memory", "cpu", accel=c.accel) for c in plan}
     try:
-        # The first passes of a process run slower (allocator, oneDNN kernels): one for all.
-        first = models[plan[0].name]
-        apply_process_settings(first.accel, "cpu")
-        first.runners[0].run(torch.from_numpy(clip[: first.segment_length].T.copy()))
+        # First passes run slower (allocator, oneDNN kernels, each configuration's pruned
+        # and rewritten layers): every configuration streams one segment before timing.
+        for c in plan:
+            model = models[c.name]
+            apply_process_settings(model.accel, "cpu")
+            stream_once(model, clip[: model.segment_length])
         for r in range(rounds):
-            for c in plan:
+            # Each round starts with another configuration, so none is always first.
+            for c in plan[r % len(plan):] + plan[: r % len(plan)]:
                 model = models[c.name]
                 apply_process_settings(model.accel, "cpu")  # process-wide: set before each run
                 wall, cpu, stems = stream_once(model, clip)
