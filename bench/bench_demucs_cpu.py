@@ -160,6 +160,31 @@ def hard_sdr(bag: Any, config: Config) -> float:
     return sdr(ref.numpy(), out.numpy())
 
 
+def forward_cpu(bag: Any, clip: np.ndarray, reps: int = 3) -> dict[str, float]:
+    """CPU seconds of one forward pass on one thread: today's model vs. the new default's
+    variant for the gateway's stems (the least load-sensitive measure of the work)."""
+    from separator_svc.accel import prune_sources, rewrite_convs
+
+    model = bag.models[0]
+    keep = [model.sources.index(s if s in model.sources else "other") for s in STEMS]
+    new = rewrite_convs(prune_sources(model, keep))
+    x = torch.from_numpy(clip[: int(model.samplerate * model.segment)].T.copy())[None]
+    best = {"today": float("inf"), "new": float("inf")}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for _ in range(reps):
+                for key, module, native in (("today", model, True), ("new", new, False)):
+                    torch.backends.mha.set_fastpath_enabled(native)
+                    started = time.process_time()
+                    module(x)
+                    best[key] = min(best[key], time.process_time() - started)
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
 def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool) -> tuple[list[Config], dict[str, Any]]:
     """Every configuration on one bag, `rounds` times, alternating."""
     from separator_svc.model import DemucsModel
@@ -190,7 +215,8 @@ def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool) ->
     finally:
         for model in models.values():
             model.close()
-    extra = {c.name: hard_sdr(bag, c) for c in plan if c.lossy}
+    extra: dict[str, Any] = {c.name: hard_sdr(bag, c) for c in plan if c.lossy}
+    extra["forward_cpu"] = forward_cpu(bag, clip)
     return plan, extra
 
 
@@ -199,7 +225,13 @@ def report(results: dict[str, tuple[list[Config], dict[str, Any]]], seconds: flo
     """The markdown section and the JSON summary."""
     rows: list[list[Any]] = []
     summary: dict[str, Any] = {"machine": info, "seconds": seconds, "rounds": rounds, "bags": {}}
+    forward_lines = []
     for bag, (plan, hard) in results.items():
+        one = hard.get("forward_cpu")
+        if one:
+            forward_lines.append(f"- {bag}: one forward pass (7.8 s segment) on one thread, best of 3: today "
+                                 f"{one['today']:.2f} CPU s, new default {one['new']:.2f} CPU s "
+                                 f"(**{one['today'] / one['new']:.2f}x** less work).")
         today = plan[0]
         base = min(today.walls)
         base_cpu = statistics.median(today.cpus)
@@ -209,15 +241,15 @@ def report(results: dict[str, tuple[list[Config], dict[str, Any]]], seconds: flo
             cpu_speed = base_cpu / statistics.median(c.cpus)
             worst = min(sdr(today.stems[s], c.stems[s]) for s in STEMS)
             sdr_text = "identical" if worst == float("inf") else f"{worst:.1f}"
-            if c.name in hard:
+            if c.name in hard and c.lossy:
                 sdr_text += f" (hard copy: {hard[c.name]:.1f})"
             rows.append([bag, c.name, f"{min(c.walls):.1f}", f"{statistics.median(c.walls):.1f}",
                          f"{statistics.median(c.cpus):.1f}", f"{seconds / min(c.walls):.2f}x",
                          f"**{speed:.2f}x**", f"{cpu_speed:.2f}x", sdr_text])
             bag_rows[c.name] = {"wall": c.walls, "cpu": c.cpus, "speedup": speed, "cpu_speedup": cpu_speed,
                                 "sdr_vs_today": worst,
-                                "hard_sdr": hard.get(c.name), "accel": c.accel.describe()}
-        summary["bags"][bag] = bag_rows
+                                "hard_sdr": hard.get(c.name) if c.lossy else None, "accel": c.accel.describe()}
+        summary["bags"][bag] = {"configs": bag_rows, "forward_cpu_one_thread": one}
     head = ["bag", "configuration", "best wall s", "median wall s", "median CPU s", "x real time",
             "speed-up vs today (best wall)", "CPU s: today / this", "SDR vs today, dB"]
     text = "\n".join([
@@ -228,6 +260,8 @@ def report(results: dict[str, tuple[list[Config], dict[str, Any]]], seconds: flo
         f"configuration; stems asked: {', '.join(STEMS)} (what the gateway asks).",
         "",
         table(head, rows),
+        "",
+        *forward_lines,
         "",
         "The speed-up compares the best wall times of the alternating rounds; on a machine shared "
         "with other jobs the wall times mostly measure how much of the cores the run got, and the "
