@@ -27,11 +27,13 @@ bounds each against the plain fp32 model's output:
     direct convolution instead of col2im: 1.6-2.9x faster per layer here). The DConv
     residual branches' 1x1 convolutions become one batched matrix product (`baddbmm`,
     1.5-2x faster at their few channels).
-  - `workers` and `threads`: a stream keeps up to `workers` segments in flight, each
-    forward pass on `threads` intra-op threads. On a CPU, two one-thread passes side
-    by side beat one two-thread pass (no OpenMP barrier spinning between hundreds of
-    small ops, and far better when other processes share the cores). Thread counts
-    are per calling thread, so other torch users in the process keep theirs.
+  - `workers` and `threads`: a stream keeps up to `workers` segments in flight, and
+    the model's `workers x threads` CPU threads are shared among the passes running at
+    the moment (`ThreadBudget`): a pass that starts alone (a song's first segment, a
+    short song) gets them all, two side by side one each. On a CPU, two one-thread
+    passes side by side beat one two-thread pass (no OpenMP barrier spinning between
+    hundreds of small ops, and far better when other processes share the cores).
+    Thread counts are per calling thread, so other torch users in the process keep theirs.
 
 * **Lossy** (opt-in, `precision`): `bf16` / `fp16` run the model under autocast
   (matmuls and convolutions in 16-bit, the STFT, masks and iSTFT in fp32);
@@ -49,6 +51,7 @@ import contextlib
 import copy
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -168,6 +171,33 @@ def intra_op_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class ThreadBudget:
+    """Shares a model's CPU threads among the forward passes running at the moment.
+
+    A pass that starts alone gets every thread (the first segment of a song, a short
+    song's last one); one that starts while others run gets its share, so two passes
+    side by side run on one thread each. Shared by all runners of a bag.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, int(total))
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @contextlib.contextmanager
+    def share(self) -> Iterator[int]:
+        """Count this pass in for the block; yields its thread count."""
+        with self._lock:
+            self._active += 1
+            threads = max(1, self.total // self._active)
+        try:
+            with intra_op_threads(threads):
+                yield threads
+        finally:
+            with self._lock:
+                self._active -= 1
 
 
 # -- pruned sources ----------------------------------------------------------------------------

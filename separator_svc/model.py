@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from separator_svc.accel import Acceleration, apply_process_settings
+from separator_svc.accel import Acceleration, ThreadBudget, apply_process_settings
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
 from separator_svc.config import default_hub_cache
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
@@ -114,6 +114,8 @@ class DemucsModel(SeparatorModel):
             sample_rate=MODEL_RATE,
         )
         self.runners: list[SegmentRunner] = []
+        # Every CPU thread of the model, shared by whichever passes run at the moment.
+        budget = None if self.accel.workers == 1 else ThreadBudget(self.accel.workers * self.accel.threads)
         for model in models:
             model.to(device).eval()
             if max_batch > 1:
@@ -121,7 +123,8 @@ class DemucsModel(SeparatorModel):
                     BatchingSegmentRunner(model, device, max_batch, max_wait, accel=self.accel)
                 )
             else:
-                self.runners.append(SegmentRunner(model, device, accel=self.accel, concurrency=self.accel.workers))
+                self.runners.append(SegmentRunner(model, device, accel=self.accel, concurrency=self.accel.workers,
+                                                  budget=budget))
         # Segments in flight run their forward passes here; enough threads for a batch
         # to fill from several streams' segments.
         self._pool: ThreadPoolExecutor | None = None

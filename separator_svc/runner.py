@@ -36,6 +36,7 @@ from torch import nn
 
 from separator_svc.accel import (
     Acceleration,
+    ThreadBudget,
     autocast,
     can_prune,
     compiled,
@@ -65,6 +66,8 @@ class SegmentRunner:
         accel: precision, pruning, compile and threads of the forward passes (the
             defaults: fp32, every source, the calling thread's torch threads).
         concurrency: forward passes allowed at once (1 serialises them).
+        budget: threads shared with the bag's other runners (default: `accel.threads`
+            for every pass).
     """
 
     def __init__(
@@ -74,8 +77,10 @@ class SegmentRunner:
         name: str = "",
         accel: Acceleration | None = None,
         concurrency: int = 1,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.model = model
+        self.budget = budget
         self.device = torch.device(device)
         self.name = name or str(getattr(model, "_sig", "")) or type(model).__name__
         self.accel = accel or Acceleration(workers=1, threads=0, prune=False, rewrite="off")
@@ -148,9 +153,10 @@ class SegmentRunner:
         module, computed = self.variant(wanted)
         attributes: dict[str, str | int] = {"batch.size": int(batch.shape[0]), "device": str(self.device),
                                             "model.name": self.name, "sources": len(computed)}
+        threads = self.budget.share() if self.budget is not None else intra_op_threads(self.accel.threads)
         with self._slots, tracer.start_as_current_span(
             "separate.forward", context=parent, links=links, attributes=attributes
-        ), torch.no_grad(), intra_op_threads(self.accel.threads):
+        ), torch.no_grad(), threads:
             try:
                 with autocast(self.accel, str(self.device)):
                     out = module(batch.to(self.device))

@@ -197,3 +197,31 @@ def test_many_stem_sets_in_one_runner_each_get_their_own_last_layers() -> None:
     for wanted in ((0,), (1,), (2,), (3,), (5,), (4, 1), (1, 4), (2, 3, 5)):
         gc.collect()  # freed pruned layers must not hand their ids (and replacements) on
         torch.testing.assert_close(runner.run(segment, wanted), full[list(wanted)], rtol=1e-4, atol=1e-6)
+
+
+def test_thread_budget_shares_the_threads_among_running_passes() -> None:
+    from separator_svc.accel import ThreadBudget
+
+    budget = ThreadBudget(4)
+    inside, leave = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def second() -> None:
+        with budget.share() as threads:
+            seen.append(threads)
+            seen.append(torch.get_num_threads())
+            inside.set()
+            leave.wait(10)
+
+    with budget.share() as alone:
+        assert alone == 4 and torch.get_num_threads() == 4
+        t = threading.Thread(target=second)
+        t.start()
+        inside.wait(10)
+        assert seen == [2, 2]  # a pass that starts while another runs gets its share
+    with budget.share() as now:
+        assert now == 2  # the second pass still runs
+    leave.set()
+    t.join()
+    with budget.share() as alone_again:
+        assert alone_again == 4
