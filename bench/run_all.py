@@ -16,6 +16,10 @@ embedded and as separate processes, and the video over 30 s with other x264 pres
 Each script waits (up to --wait seconds) for the machine's 1-minute load average to drop
 below 0.7 before it starts, so other people's jobs skew the numbers less; the load at the
 start is written next to every result.
+
+Cold start (`cold-start`, about 3 minutes quick, 3 runs each; 5 runs long): every service's
+and `tabagent up`'s process start to ready, `tabagent run` to its first tab event, and the
+first request against the second.
 """
 
 from __future__ import annotations
@@ -35,15 +39,18 @@ QUICK: dict[str, list[str]] = {
     "warm-vs-cold": ["bench_warm_vs_cold.py"],
     "chain-overhead": ["bench_chain_overhead.py"],
     "first-event": ["bench_first_event.py"],
+    "cold-start": ["bench_cold_start.py"],
     "concurrency": ["bench_concurrency.py", "--configs", "defaults;TRANSCRIBER_MAX_BATCH=1"],
     "memory": ["bench_memory.py", "--minutes", "1", "10"],
     "demucs-cpu": ["bench_demucs_cpu.py"],
     "video": ["bench_video.py", "--compare", "--write", "--seconds", "15"],
+    "retry-after": ["bench_retry_after.py", "--seconds", "16"],
 }
 LONG: dict[str, list[str]] = {
     "warm-vs-cold": ["bench_warm_vs_cold.py", "--full-demucs"],
     "chain-overhead": ["bench_chain_overhead.py"],
     "first-event": ["bench_first_event.py", "--video"],
+    "cold-start": ["bench_cold_start.py", "--runs", "5"],
     "concurrency": ["bench_concurrency.py", "--full-demucs"],
     "memory": ["bench_memory.py", "--minutes", "1", "10", "60", "--split", "60"],
     "memory-video": ["bench_memory.py", "--minutes", "1", "10", "--video"],

@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from gateway.backing import SongAudio
 from gateway.crosspart import BleedFilter
 from gateway.failover import END as _END
 from gateway.failover import Replay, backoff, retryable
@@ -33,6 +34,7 @@ from gateway.partsplit import PartSplit
 from gateway.spec import PartResult, SongResult, SongSpec
 from gateway.stereo_split import PARTS as SPLIT_PARTS
 from gateway.stereo_split import StereoSplit
+from gateway.videobeats import EarlyBars, Gate, VideoBeats
 from tabagent import audio as pcm
 from tabagent import telemetry
 from tabagent.errors import (
@@ -62,6 +64,7 @@ tracer = telemetry.tracer(__name__)
 
 SAMPLE_RATE = 44_100
 QUEUE_CHUNKS = 16  # ~16 s of audio buffered between two stages at most
+EXPECTED_MAX = 3600.0  # a longer declared length is not passed on (the renderer's default limit)
 
 
 @dataclass
@@ -131,6 +134,13 @@ class Chain:
         # kept in one of the two parts (gateway.stereo_split, gateway.partsplit).
         names = {p.name for p in spec.parts}
         self._split = PartSplit() if set(SPLIT_PARTS) <= names else None
+        # original.flac and the backing tracks (no-<part>.flac), written as the song streams.
+        self._song_audio = SongAudio(workdir, SAMPLE_RATE, lambda name: not spec.artifacts or name in spec.artifacts)
+        self.tracker: BeatTracker | None = None   # the song's beats so far (a running job's draft tab)
+        self.expected_seconds: Callable[[], float] = lambda: 0.0   # the song's length when its file says
+        self._video_beats: VideoBeats | None = None  # beats streamed to the renderer as they settle
+        self._bars = EarlyBars()                       # where bars start: chosen once, for video and tabs
+        self._gate = Gate([p.name for p in spec.parts])
         # Set once the separator has taken the song (its info arrived): transcriber streams
         # start only then, so a song never holds transcriber slots while it waits for a
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
@@ -207,7 +217,9 @@ class Chain:
         video_in: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS * 4)
         for p in spec.parts:
             self.result.parts[p.name] = PartResult(p, p.tuning)
-        tracker = BeatTracker(SAMPLE_RATE)
+        tracker = self.tracker = BeatTracker(SAMPLE_RATE)
+        if self._want_video:
+            self._video_beats = VideoBeats(tracker, self._bars)
         tasks = [
             asyncio.create_task(self._feed(audio, sep_in, video_in, tracker), name="feed"),
             asyncio.create_task(self._separate(sep_in, part_in), name="separate"),
@@ -228,9 +240,15 @@ class Chain:
             for ready in self._split.flush() if self._split is not None else []:
                 await self._publish(ready, video_in)
             with self._stage("beats"):
-                self.result.rhythm = await asyncio.to_thread(tracker.result)
+                self.result.rhythm = self._bars.apply(await asyncio.to_thread(tracker.result))
+            await self._finish_audio()
             if video_task is not None:
-                await video_in.put(video_pb2.RenderRequest(beats=_beats_message(self.result.rhythm)))
+                assert self._video_beats is not None
+                rest = self._video_beats.finish(self.result.rhythm)
+                if rest is not None:
+                    await video_in.put(video_pb2.RenderRequest(beats=rest))
+                for batch in self._gate.advance(self._video_beats.final_until):
+                    await video_in.put(video_pb2.RenderRequest(notes=batch))
                 await video_in.put(_END)
                 await self._wait(watch, [])
         finally:
@@ -242,6 +260,19 @@ class Chain:
             await asyncio.gather(*tasks, return_exceptions=True)
             for replay in self._replays:
                 replay.close()
+            self._song_audio.abort()
+
+    async def _finish_audio(self) -> None:
+        """Close original.flac and the backing tracks; record them in the result."""
+        paths, tracks, missing = await self._song_audio.close()
+        self.result.audio_paths = paths
+        self.result.backing_tracks = tracks
+        if missing:
+            self.result.warnings.append(f"backing tracks: none written ({missing})")
+        elif any(t["fallback"] for t in tracks.values()):
+            self.result.warnings.append(
+                "backing tracks: made from the DSP fallback separator's stems (no Demucs weights), so "
+                "each still holds some of the part it leaves out")
 
     @staticmethod
     async def _wait(must: list[asyncio.Task[Any]], watch: list[asyncio.Task[Any]]) -> None:
@@ -357,14 +388,29 @@ class Chain:
                 self._audio.set()
                 chunk = pcm.make_chunk(block, SAMPLE_RATE, offset)
                 await sep_in.put(chunk)
+                await self._song_audio.mix(block, offset)
                 if self._want_video:
                     await video_in.put(video_pb2.RenderRequest(audio=chunk))
                 await asyncio.to_thread(tracker.push, block.mean(axis=1))
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
+                if self._video_beats is not None:
+                    await self._send_beats(video_in)
+                elif self._bars.downbeat is None:
+                    await asyncio.to_thread(self._bars.update, tracker, self.result.seconds)
                 await self._emit(progress=audio_pb2.Progress(stage="decode", done_seconds=self.result.seconds))
         self._audio.set()
         await sep_in.put(_END)
+
+    async def _send_beats(self, video_in: asyncio.Queue[Any]) -> None:
+        """Beats that settled since the last time, to the renderer, and the notes they let it draw."""
+        assert self._video_beats is not None
+        beats = await asyncio.to_thread(self._video_beats.update, self.result.seconds)
+        if beats is None:
+            return
+        await video_in.put(video_pb2.RenderRequest(beats=beats))
+        for batch in self._gate.advance(self._video_beats.final_until):
+            await video_in.put(video_pb2.RenderRequest(notes=batch))
 
     async def _separate(self, sep_in: asyncio.Queue[Any], part_in: dict[str, asyncio.Queue[Any]]) -> None:
         spec = self.spec
@@ -401,6 +447,7 @@ class Chain:
                     await part_in[part].put(pcm.make_chunk(mono, message.audio.sample_rate, start))
                 if message.stem in stem_writers:
                     await asyncio.to_thread(stem_writers[message.stem].write, samples)
+                await self._song_audio.stem(message.stem, samples, start)
             elif kind == "info":
                 before = self.result.models.get("separator")
                 if before is not None:
@@ -420,6 +467,7 @@ class Chain:
                     if p.name in SPLIT_PARTS:
                         stem = stem_for_part(p.instrument, sources)
                         halves.setdefault(stem, StereoSplit(message.sample_rate or SAMPLE_RATE))
+                self._song_audio.parts(routes, message.model, message.sample_rate)
                 if spec.return_stems:
                     from gateway.artifacts import StemWriter
 
@@ -520,8 +568,9 @@ class Chain:
         if batch.final_until == 0.0:
             batch.final_until = self.result.seconds
         await self._emit(notes=batch)
-        if self._want_video:
-            await video_in.put(video_pb2.RenderRequest(notes=batch))
+        if self._want_video and self._video_beats is not None:
+            # The renderer draws only as far as the beats reach (bar numbers, chords).
+            await video_in.put(video_pb2.RenderRequest(notes=self._gate.notes(batch, self._video_beats.final_until)))
 
     async def _render(self, video_in: asyncio.Queue[Any]) -> None:
         assert self.stubs.video is not None
@@ -538,6 +587,12 @@ class Chain:
         sent: list[tuple[float, float, bool]] = []   # fragments passed on
         seen: dict[int, int] = {}                     # fragments received, per attempt
 
+        # The config goes once the first audio is decoded: the file's declared length is
+        # known then (the video's progress line).
+        await self._audio.wait()
+        declared = self.expected_seconds()
+        if not render.expected_seconds and 0 < declared <= EXPECTED_MAX:
+            replay.first.config.expected_seconds = declared
         path = self.workdir / "video.mp4"
         with self._stage("render"), open(path, "wb") as out:
 
@@ -575,14 +630,3 @@ def _kept(msg: audio_pb2.Note) -> Note:
     if len(note.pitch_bend) > 2:
         note.pitch_bend = [min(note.pitch_bend), max(note.pitch_bend)]
     return note
-
-
-def _beats_message(rhythm: Any) -> video_pb2.Beats:
-    if rhythm is None:
-        return video_pb2.Beats()
-    return video_pb2.Beats(
-        tempo=float(rhythm.tempo),
-        times=[float(t) for t in rhythm.beats],
-        beats_per_bar=int(rhythm.beats_per_bar),
-        downbeats=[float(t) for t in rhythm.downbeats],
-    )

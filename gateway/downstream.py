@@ -26,6 +26,7 @@ from tabagent.v1 import audio_pb2, separator_pb2_grpc, transcriber_pb2_grpc, vid
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 600.0       # how long to wait for the model services at start-up
+READY_POLL_SECONDS = 0.05   # how often start-up checks them
 FOLLOW_SECONDS = 1.0        # how often a SERVING gateway checks its services
 CHECK_SECONDS = 2.0         # a service that does not answer a check in this long is down
 DOWN_ROUNDS = 2             # rounds a service must fail before the gateway goes NOT_SERVING
@@ -91,7 +92,9 @@ class Downstream:
                     pass
                 if loop.time() > deadline:
                     raise TimeoutError(f"{name} did not become ready within {timeout:.0f} s")
-                await asyncio.sleep(0.25)
+                # A check is one small RPC; polling often keeps the gateway's SERVING (and
+                # `tabagent up`'s) within 50 ms of its last service's.
+                await asyncio.sleep(READY_POLL_SECONDS)
 
         await asyncio.gather(*(one(n, c) for n, c in self.channels.items()))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,9 @@ from tabagent.v1 import audio_pb2, gateway_pb2
 
 # Event types that end a job's stream.
 END_TYPES = ("done", "failed", "cancelled")
+# What a restarted job's earlier attempt said that no longer holds (dropped on restart;
+# a `restart` event tells live followers to forget it too).
+ATTEMPT_TYPES = ("progress", "video", "part", "notes")
 # Event types dropped from an ended job's log (compact()).
 TRANSIENT_TYPES = ("progress", "video")
 KEEPALIVE_SECONDS = 15.0
@@ -86,6 +89,18 @@ class EventLog:
     ended: bool = False
     _seq: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with every event as it is published (the job manager stores them).
+    on_publish: Callable[[JobEvent], None] | None = None
+
+    @classmethod
+    def resume(cls, seq: int, on_publish: Callable[[JobEvent], None] | None = None) -> EventLog:
+        """A log whose next event is `seq + 1` (a job whose earlier events are stored)."""
+        return cls(_seq=seq, on_publish=on_publish)
+
+    @property
+    def seq(self) -> int:
+        """The number of the last event published."""
+        return self._seq
 
     def publish(self, type_: str, data: dict[str, Any]) -> JobEvent:
         """Append an event and wake every follower."""
@@ -103,6 +118,8 @@ class EventLog:
             self.notes[data["part"]] = self.notes.get(data["part"], 0) + len(data["notes"])
         if type_ in END_TYPES:
             self.ended = True
+        if self.on_publish is not None:
+            self.on_publish(ev)
         self._wake()
         return ev
 

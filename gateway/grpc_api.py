@@ -18,9 +18,9 @@ import grpc
 from opentelemetry import trace
 
 from gateway import artifacts
-from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.downstream import Downstream
+from gateway.keys import KeyRing
 from gateway.song_job import SongJob
 from gateway.spec import spec_from_config
 from tabagent import serving
@@ -110,9 +110,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 
 def _authenticator(config: GatewayConfig) -> Authenticator | None:
-    """The gRPC API takes the HTTP API's key (none configured: open)."""
-    auth = Auth(config.api_key)
-    return auth.token_ok if auth.enabled else None
+    """The gRPC API takes the HTTP API's keys: TABAGENT_API_KEY and the users' keys file
+    (gateway/keys.py; none configured: open)."""
+    keys = KeyRing.from_config(config)
+    return (lambda token: keys.verify(token) is not None) if keys.enabled else None
 
 
 SPEC = ServiceSpec(SERVICE_NAME, "gateway", GatewayServicer, gateway_pb2_grpc.add_GatewayServicer_to_server,

@@ -1,10 +1,23 @@
-"""The HTTP job queue: a bounded number of running jobs, a bounded backlog, records that outlive restarts.
+"""The HTTP job queue: jobs in the shared store, claimed by any gateway replica, a bounded number at a time.
 
-Uploads are stored in `<data_dir>/jobs/<id>/upload` and the job's artifacts in
-`<data_dir>/jobs/<id>/artifacts/`; the record lives in the JobStore. On start, jobs a
-previous process left running are marked failed ("interrupted by a gateway restart") and
-their partial files removed; jobs that were still queued, whose upload is stored whole,
-are queued again (resumed); folders without a record are removed.
+Uploads are stored in `<data_dir>/jobs/<id>/upload`, a job's work in `<id>/run<attempt>/`
+and its artifacts, once done, in `<id>/artifacts/`; the record and the event log live in
+the JobStore. Gateways that share a database must share the data dir too (a
+ReadWriteMany volume): any replica may run a job another accepted, and serve its files.
+
+Each gateway runs `http_max_running` workers. A worker claims the oldest queued job
+(gateway/claims.py), runs it, and while it runs a heartbeat renews its lease and records
+its progress; its events reach the store in small batches, so followers on any replica
+see them (`follow`). When things stop:
+
+- a graceful stop gives running jobs `grace` seconds, then puts them back in the queue
+  (another replica, or the next start, runs them again); queued jobs stay queued;
+- a crash (SIGKILL, a lost node) leaves running jobs whose lease runs out: another
+  replica restarts them (with SQLite, whose one gateway is the crashed one, the next
+  start does so at once), at most `job_max_attempts` starts in all; a `restart` event
+  tells followers to forget what the earlier attempt said;
+- a gateway that cannot renew its leases (database unreachable) stops those jobs before
+  the leases run out, so a song never runs on two gateways at once.
 """
 
 from __future__ import annotations
@@ -12,24 +25,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import shutil
+import os
+import socket
+import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import artifacts as artifact_files
+from gateway import claims
 from gateway.chain import Stubs
 from gateway.config import GatewayConfig
-from gateway.events import EventLog, convert
+from gateway.drain import DRAIN_SAMPLES, DRAIN_WINDOW, drain_retry_after
+from gateway.events import (
+    ATTEMPT_TYPES,
+    END_TYPES,
+    KEEPALIVE_SECONDS,
+    TRANSIENT_TYPES,
+    EventLog,
+    JobEvent,
+    convert,
+)
+from gateway.job_files import (
+    ARTIFACTS,
+    LOST,
+    SHUTDOWN,
+    UPLOAD,
+    clean_earlier_attempts,
+    collect,
+    place_artifacts,
+    settle_files,
+)
 from gateway.options import JobOptions
+from gateway.retention import Retention, remove_path
 from gateway.song_job import SongJob
 from gateway.spec import spec_from_config
-from gateway.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobRecord, JobStore, now
+from gateway.store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    JobRecord,
+    JobStore,
+    StoredEvent,
+    now,
+)
 from gateway.upload import AudioInfo
 from tabagent.errors import NotReady, Overloaded, TabAgentError
 
@@ -37,13 +81,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-UPLOAD = "upload"
-ARTIFACTS = "artifacts"
 FEED_BYTES = 1024 * 1024
-INTERRUPTED = "interrupted by a gateway restart; submit the song again"
-SHUTDOWN = "interrupted by a gateway shutdown; submit the song again"
-LOST_UPLOAD = "the upload was not stored completely before a gateway restart; submit the song again"
-DEFAULT_JOB_SECONDS = 30.0   # Retry-After estimate before any job has finished
+CANCELLED_MESSAGE = "cancelled by the client"
+LOST_UPLOAD = ("the upload is missing or incomplete on this gateway's data volume; submit the song again "
+               "(gateways that share a database must share TABAGENT_DATA_DIR)")
+FLUSH_SECONDS = 0.25         # how often a job's new events are written to the store
+FOLLOW_POLL_SECONDS = 0.5    # how often a follower of a job run elsewhere looks for new events
+END_GRACE_SECONDS = 3.0      # a finished record whose log lacks an end event gets one after this
+JANITOR_SECONDS = 60.0
 
 
 class Busy(Overloaded):
@@ -56,45 +101,54 @@ class Busy(Overloaded):
 
 @dataclass
 class LiveJob:
-    """A job this process knows in memory: its record, options, event log and task."""
+    """A job this process runs now: its record, options, event log, attempt and task."""
 
     record: JobRecord
     options: JobOptions
-    log: EventLog = field(default_factory=EventLog)
+    log: EventLog
+    attempt: int
+    stored: int = 0     # events up to this seq were stored before this process claimed it
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
+    finishing: bool = False
+    song: SongJob | None = None   # while it runs: the chain's state so far (the page's draft tab)
 
 
 class Reservation:
     """A place in the backlog held while an upload arrives; `release()` gives it back."""
 
-    def __init__(self, manager: JobManager) -> None:
+    def __init__(self, manager: JobManager, places: int = 1) -> None:
         self.manager = manager
+        self.places = places
         self.held = True
 
     def release(self) -> None:
         """Give the place back (idempotent: the job is recorded, or was refused)."""
         if self.held:
             self.held = False
-            self.manager._uploading -= 1
+            self.manager._uploading -= self.places
+
+
+def worker_name(config: GatewayConfig) -> str:
+    """This process's name in job records: the pod (or host) name, the pid and a random tag."""
+    return f"{config.worker_name or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class JobManager:
-    """Runs HTTP jobs through the chain, at most `http_max_running` at once.
+    """Runs HTTP jobs from the shared store, at most `http_max_running` at once in this process.
 
     Args:
-        config: gateway settings (data_dir, limits).
+        config: gateway settings (data_dir, limits, leases, retention).
         stubs: the downstream services.
-        store: where job records live.
-        on_finish: called with each finished record (metrics).
+        store: where job records and events live.
+        on_finish: called with each record this process finishes (metrics).
         wait_ready: awaited before each job starts; raises when the services stay down
-            (a job stays queued while they restart instead of failing at once).
-        keep_logs: finished jobs whose full event log stays in memory for late subscribers.
+            (a job waits while they restart instead of failing at once).
     """
 
     def __init__(self, config: GatewayConfig, stubs: Stubs, store: JobStore,
                  on_finish: Callable[[JobRecord], None] | None = None,
-                 wait_ready: Callable[[], Awaitable[None]] | None = None, keep_logs: int = 64) -> None:
+                 wait_ready: Callable[[], Awaitable[None]] | None = None) -> None:
         if config.http_max_running < 1 or config.http_max_backlog < 0:
             raise ValueError("TABAGENT_HTTP_MAX_RUNNING must be >= 1 and TABAGENT_HTTP_MAX_BACKLOG >= 0")
         self.config = config
@@ -103,16 +157,18 @@ class JobManager:
         self.root = Path(config.data_dir).resolve() / "jobs"
         self.max_running = config.http_max_running
         self.max_backlog = config.http_max_backlog
+        self.lease = config.job_lease_seconds
         self.on_finish = on_finish
         self.wait_ready = wait_ready
-        self.keep_logs = keep_logs
+        self.worker = worker_name(config)
         self.live: dict[str, LiveJob] = {}
-        self._waiting: deque[str] = deque()
-        self._finished: deque[str] = deque()
-        self._cond = asyncio.Condition()
-        self._workers: list[asyncio.Task[None]] = []
+        self.counts: dict[str, int] = {s: 0 for s in STATUSES}   # the whole store's, refreshed by the heartbeat
+        self.retention = Retention(store, self.root, config.retention_days, config.disk_budget_bytes)
         self._uploading = 0
-        self._walls: deque[float] = deque(maxlen=20)
+        self._pending: list[StoredEvent] = []
+        self._wake = asyncio.Event()
+        self._sweep = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._db = ThreadPoolExecutor(1, thread_name_prefix="jobstore")  # writes in order
         self.started = False
         self.closing = False
@@ -120,67 +176,43 @@ class JobManager:
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the table, settle what a previous process left, start the workers."""
+        """Create or update the tables, settle what a previous process left, start the workers."""
         self.root.mkdir(parents=True, exist_ok=True)
         await self._call(self.store.create_tables)
-        for record in await self._call(self._recover):
-            live = LiveJob(record, JobOptions.from_dict(record.options))
-            self.live[record.id] = live
-            live.log.publish("status", {"status": QUEUED})
-            self._waiting.append(record.id)
-        self._workers = [asyncio.create_task(self._worker(), name=f"http-job-worker-{i}")
-                         for i in range(self.max_running)]
+        if not self.store.shared:
+            orphans = await self._call(claims.requeue_orphans, self.store)
+            if orphans:
+                log.warning("%d job(s) were running when the gateway stopped; they run again now", len(orphans))
+            await self._call(self.retention.remove_strays, 0.0)
+        self.counts = await self._call(self.store.counts)
+        self._tasks = [asyncio.create_task(self._worker(), name=f"http-job-worker-{i}")
+                       for i in range(self.max_running)]
+        self._tasks += [asyncio.create_task(self._heartbeat(), name="http-job-heartbeat"),
+                        asyncio.create_task(self._flusher(), name="http-job-events"),
+                        asyncio.create_task(self._janitor(), name="http-job-retention")]
         self.started = True
-        if self._waiting:
-            log.info("resumed %d queued job(s) after a restart", len(self._waiting))
-
-    def _recover(self) -> list[JobRecord]:
-        resumed: list[JobRecord] = []
-        interrupted: list[str] = []
-        lost: list[str] = []
-        for record in self.store.unfinished():
-            upload = self.job_dir(record.id) / UPLOAD
-            whole = upload.is_file() and upload.stat().st_size == record.upload_bytes
-            if record.status == QUEUED and whole:
-                resumed.append(record)
-            elif record.status == QUEUED:
-                lost.append(record.id)
-            else:
-                interrupted.append(record.id)
-        self.store.mark_failed(interrupted, INTERRUPTED, 503)
-        self.store.mark_failed(lost, LOST_UPLOAD, 503)
-        if interrupted or lost:
-            log.warning("marked %d interrupted job(s) failed after a restart", len(interrupted) + len(lost))
-        known = self.store.ids()
-        keep = {r.id for r in resumed}
-        for path in self.root.iterdir():
-            if path.name not in known:
-                _remove(path)  # an upload that never became a job (a crash mid-request)
-            elif path.name in interrupted or path.name in lost:
-                _remove(path)
-            elif path.name not in keep:
-                for leftover in path.glob("tabagent-upload-*"):
-                    leftover.unlink(missing_ok=True)
-                (path / UPLOAD).unlink(missing_ok=True)
-        return resumed
+        log.info("job queue: worker %s, %d slot(s), lease %.0f s, %d queued in the store", self.worker,
+                 self.max_running, self.lease, self.counts[QUEUED])
 
     async def close(self, grace: float = 0.0) -> None:
-        """Stop: running jobs get `grace` seconds, then are failed as interrupted; queued
-        jobs stay queued (with their uploads) for the next start."""
+        """Stop: running jobs get `grace` seconds, then go back to the queue (another
+        replica or the next start runs them); queued jobs stay queued."""
         self.closing = True
-        async with self._cond:
-            self._cond.notify_all()
+        self._wake.set()
         tasks = [j.task for j in self.live.values() if j.task is not None and not j.task.done()]
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
-        for job in self.live.values():
+        tasks = [j.task for j in self.live.values() if j.task is not None and not j.task.done()]
+        for job in list(self.live.values()):  # (including one claimed while closing began)
             if job.task is not None and not job.task.done():
-                job.cancel_reason = SHUTDOWN
+                job.cancel_reason = job.cancel_reason or SHUTDOWN
                 job.task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for w in self._workers:
-            w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush()
         for job in self.live.values():
             job.log.close()
         self._db.shutdown(wait=True)
@@ -190,35 +222,49 @@ class JobManager:
 
     @property
     def running(self) -> int:
-        """Jobs holding a running slot now."""
+        """Jobs this process runs now."""
         return sum(1 for j in self.live.values() if j.task is not None and not j.task.done())
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for a running slot."""
-        return len(self._waiting)
+        """Jobs waiting in the store's queue (all replicas), as of the last heartbeat."""
+        return self.counts.get(QUEUED, 0)
 
-    def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the recent mean job time per running slot."""
-        mean = sum(self._walls) / len(self._walls) if self._walls else DEFAULT_JOB_SECONDS
-        return int(min(600, max(1, math.ceil(mean / self.max_running))))
+    async def retry_after(self, ahead: int = 1) -> int:
+        """Seconds until `ahead` places are likely free, from how fast the queue drains (see
+        `drain_retry_after`)."""
 
-    def reserve(self) -> Reservation:
-        """Hold a place for a new job before its upload is read.
+        def measure() -> tuple[list[float], list[tuple[float, float]], list[float]]:
+            t = now()
+            speeds = self.store.recent_speeds(t - DRAIN_WINDOW, DRAIN_SAMPLES)
+            running, waiting = self.store.queue_snapshot()
+            return speeds, [((t - s).total_seconds() if s else 0.0, a) for s, a in running], waiting
+
+        return drain_retry_after(*await asyncio.to_thread(measure), ahead=ahead)
+
+    async def reserve(self, places: int = 1) -> Reservation:
+        """Hold places for new jobs before their uploads are read.
+
+        The backlog is the store's queue, shared by every replica: a gateway accepts a job
+        while the queue (and uploads arriving here) is below `http_max_backlog` plus its
+        own free running slots.
 
         Raises:
-            Busy: running slots and backlog are full (HTTP 429).
+            Busy: running slots and backlog are full (HTTP 429, Retry-After from the drain rate).
             NotReady: the gateway is shutting down or not started (HTTP 503).
         """
         if self.closing or not self.started:
             raise NotReady("the gateway is not accepting jobs right now (starting or shutting down)")
-        held = self.running + self.queued + self._uploading
-        if held >= self.max_running + self.max_backlog:
-            raise Busy(f"the gateway is busy: {self.running} job(s) running and {self.queued + self._uploading} "
-                       f"waiting (limits {self.max_running} + {self.max_backlog}); retry later",
-                       self.retry_after())
-        self._uploading += 1
-        return Reservation(self)
+        queued = len(await asyncio.to_thread(self.store.queued_ids))
+        capacity = self.max_backlog + max(0, self.max_running - self.running)
+        held = queued + self._uploading
+        if held + places > capacity:
+            ahead = held + places - capacity
+            wait = await self.retry_after(ahead)
+            raise Busy(f"the gateway is busy: {self.running} job(s) running here and {held} waiting "
+                       f"(limits {self.max_running} + {self.max_backlog}); retry in about {wait} s", wait)
+        self._uploading += places
+        return Reservation(self, places)
 
     def new_job_dir(self) -> tuple[str, Path]:
         """A fresh random job id and its (new, empty) folder."""
@@ -231,32 +277,22 @@ class JobManager:
         """The storage folder of a job (its id comes from the store or uuid4, never a request)."""
         return self.root / job_id
 
-    async def submit(self, reservation: Reservation, job_id: str, options: JobOptions, filename: str,
-                     size: int, info: AudioInfo) -> LiveJob:
+    async def submit(self, reservation: Reservation | None, job_id: str, options: JobOptions, filename: str,
+                     size: int, info: AudioInfo, owner: str = "", batch_id: str = "") -> JobRecord:
         """Record a job whose upload is stored and checked, and queue it."""
         title = options.title or (Path(filename).stem if filename else "")
         record = JobRecord(id=job_id, status=QUEUED, created_at=now(), filename=filename, title=title,
-                           options=options.to_dict(), upload_bytes=size, duration=info.duration)
+                           options=options.to_dict(), upload_bytes=size, duration=info.duration, owner=owner,
+                           batch_id=batch_id, disk_bytes=size)
         try:
-            await self._call(self.store.add, record)
+            await self._call(self.store.add, record, [StoredEvent(job_id, 1, "status", {"status": QUEUED})])
         finally:
-            reservation.release()
-        live = LiveJob(record, options)
-        self.live[job_id] = live
-        live.log.publish("status", {"status": QUEUED})
-        async with self._cond:
-            self._waiting.append(job_id)
-            self._cond.notify()
-        log.info("job %s queued (%s, %d bytes; %d running, %d waiting before it)", job_id,
-                 filename or "raw body", size, self.running, len(self._waiting) - 1)
-        return live
-
-    def position(self, job_id: str) -> int:
-        """1-based place in the queue, 0 if not queued."""
-        try:
-            return self._waiting.index(job_id) + 1
-        except ValueError:
-            return 0
+            if reservation is not None:
+                reservation.release()
+        self.counts[QUEUED] = self.counts.get(QUEUED, 0) + 1
+        self._wake.set()
+        log.info("job %s queued (%s, %d bytes, user %s)", job_id, filename or "raw body", size, owner or "-")
+        return record
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -267,85 +303,188 @@ class JobManager:
             return live.record, live
         return await asyncio.to_thread(self.store.get, job_id), None
 
-    async def find(self, status: str | None, limit: int, offset: int) -> tuple[list[JobRecord], int]:
-        """Records newest first (live copies for jobs this process holds), and the total."""
-        records, total = await asyncio.to_thread(self.store.find, status, limit, offset)
+    async def find(self, status: str | None, limit: int, offset: int, owner: str | None = None,
+                   batch_id: str | None = None) -> tuple[list[JobRecord], int]:
+        """Records newest first (live copies for jobs this process runs), and the total."""
+        records, total = await asyncio.to_thread(self.store.find, status, limit, offset, owner, batch_id)
         return [self.live[r.id].record if r.id in self.live else r for r in records], total
+
+    async def positions(self) -> dict[str, int]:
+        """Every queued job's 1-based place in the shared queue."""
+        return {job_id: i + 1 for i, job_id in enumerate(await asyncio.to_thread(self.store.queued_ids))}
+
+    async def follow(self, job_id: str, after: int = 0,
+                     keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[JobEvent | None]:
+        """A job's events with seq > `after`, then new ones until its end event, wherever it runs.
+
+        Events of a job this process runs come from its log in memory as they happen;
+        others from the store (replayed, then polled). Yields None after `keepalive`
+        seconds without an event.
+        """
+        last, quiet = after, 0.0
+        while True:
+            live = self.live.get(job_id)
+            if live is not None:
+                if last < live.stored:  # what was said before this process claimed it
+                    for e in await asyncio.to_thread(self.store.events, job_id, last):
+                        if e.seq > live.stored:
+                            break
+                        last = e.seq
+                        yield JobEvent(e.seq, e.type, e.data)
+                    last = max(last, live.stored)
+                async for ev in live.log.follow(last, keepalive):
+                    if ev is None:
+                        yield None
+                        continue
+                    last = ev.seq
+                    yield ev
+                    if ev.type in END_TYPES:
+                        return
+                if self.closing:
+                    return
+                continue  # its log closed without an end: the job goes on elsewhere
+            stored = await asyncio.to_thread(self.store.events, job_id, last)
+            for e in stored:
+                last, quiet = e.seq, 0.0
+                yield JobEvent(e.seq, e.type, e.data)
+                if e.type in END_TYPES:
+                    return
+            if stored:
+                continue
+            if job_id in self.live:
+                continue
+            record = await asyncio.to_thread(self.store.get, job_id)
+            if record is None:
+                return
+            if record.finished and (record.finished_at is None
+                                    or (now() - record.finished_at).total_seconds() > END_GRACE_SECONDS):
+                yield JobEvent(last + 1, record.status, {})  # a log without its end (an older gateway)
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            quiet += FOLLOW_POLL_SECONDS
+            if quiet >= keepalive:
+                quiet = 0.0
+                yield None
 
     # -- cancelling and removing ------------------------------------------------------------
 
     async def cancel_or_remove(self, job_id: str) -> str | None:
-        """Cancel a queued or running job, or remove a finished one (its files and record).
+        """Cancel a queued or running job (wherever it runs), or remove a finished one (its
+        files, record and events).
 
         Returns:
             "cancelled", "removed", or None when there is no such job.
         """
         live = self.live.get(job_id)
-        if live is not None and job_id in self._waiting:
-            self._waiting.remove(job_id)
-            await self._finish(live, CANCELLED, error="cancelled by the client", error_status=499)
-            return "cancelled"
         if live is not None and live.task is not None and not live.task.done():
-            live.cancel_reason = CANCELLED
-            live.task.cancel()
-            await asyncio.gather(live.task, return_exceptions=True)
-            return "cancelled"
-        record, _ = await self.get(job_id)
+            if not live.finishing:
+                live.cancel_reason = CANCELLED
+                live.task.cancel()
+                await asyncio.gather(live.task, return_exceptions=True)
+                return "cancelled"
+            await asyncio.wait([live.task])  # it is ending on its own: remove it once it has
+        record = await asyncio.to_thread(self.store.get, job_id)
         if record is None:
             return None
-        _remove(self.job_dir(record.id))
+        if not record.finished:
+            cancelled = await self._call(claims.cancel, self.store, job_id, CANCELLED_MESSAGE)
+            if cancelled is not None:  # its worker, on another replica, stops at its next renew
+                await self._call(self.store.append_event, job_id, CANCELLED, _end_data(cancelled))
+                remove_path(self.job_dir(job_id))
+                self._finished(cancelled)
+                return "cancelled"
+            record = await asyncio.to_thread(self.store.get, job_id)  # it ended meanwhile
+            if record is None:
+                return None
+        remove_path(self.job_dir(record.id))
         await self._call(self.store.delete, record.id)
-        self.live.pop(record.id, None)
         log.info("job %s removed", record.id)
         return "removed"
 
     # -- running ----------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        while True:
-            async with self._cond:
-                await self._cond.wait_for(lambda: bool(self._waiting) or self.closing)
-                if self.closing:
-                    return
-                live = self.live[self._waiting.popleft()]
-                # The task exists before the next await: a DELETE now cancels it.
-                live.task = asyncio.create_task(self._run(live), name=f"http-job-{live.record.id}")
+        while not self.closing:
+            try:
+                claim = await self._call(claims.claim, self.store, self.worker, self.lease,
+                                         self.config.job_max_attempts)
+            except Exception as exc:  # the database is away: try again later
+                log.warning("could not claim a job: %s", exc)
+                claim = None
+                await asyncio.sleep(self.config.job_poll_seconds)
+                continue
+            if claim is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.job_poll_seconds)
+                continue
+            if claim.gave_up:
+                await self._call(self.store.append_event, claim.record.id, FAILED, _end_data(claim.record))
+                remove_path(self.job_dir(claim.record.id))
+                self._finished(claim.record)
+                continue
+            record = claim.record
+            seq = await self._call(self.store.last_seq, record.id)
+            if claim.restart:
+                await self._call(self.store.drop_events, record.id, ATTEMPT_TYPES)
+            live = LiveJob(record, JobOptions.from_dict(record.options),
+                           EventLog.resume(seq, self._persister(record.id)), record.attempts, seq)
+            self.live[record.id] = live
+            # The task exists before the next await: a DELETE now cancels it.
+            live.task = asyncio.create_task(self._run(live, claim.restart), name=f"http-job-{record.id}")
             await asyncio.gather(live.task, return_exceptions=True)
 
-    async def _run(self, live: LiveJob) -> None:
+    async def _run(self, live: LiveJob, restart: str) -> None:
         record = live.record
         jobdir = self.job_dir(record.id)
         upload = jobdir / UPLOAD
+        workdir = jobdir / f"run{live.attempt}"
         job: SongJob | None = None
         feeder: asyncio.Task[None] | None = None
-        ok = False
+        outcome = FAILED
         try:
+            if restart:
+                live.log.publish("restart", {"attempt": live.attempt, "reason": restart})
+            live.log.publish("status", {"status": RUNNING, "attempt": live.attempt})
+            await asyncio.to_thread(clean_earlier_attempts, jobdir, workdir.name)
+            if not upload.is_file() or upload.stat().st_size != record.upload_bytes:
+                raise _LostUpload(LOST_UPLOAD)
             if self.wait_ready is not None:
                 try:
                     await self.wait_ready()
                 except TimeoutError as exc:
                     raise NotReady(f"the model services are not ready: {exc}") from None
-            record.status, record.started_at = RUNNING, now()
-            await self._call(self.store.update, record.id, status=RUNNING, started_at=record.started_at)
-            live.log.publish("status", {"status": RUNNING})
             spec = spec_from_config(live.options.to_config(record.filename), record.id)
-            job = SongJob(self.config, self.stubs, spec, jobdir, keep_dir=True)
+            job = SongJob(self.config, self.stubs, spec, workdir, keep_dir=True)
+            live.song = job
             feeder = asyncio.create_task(_feed(job, upload))
             async for resp in job.events():
                 event = convert(resp)
                 if event is not None:
                     live.log.publish(*event)
-            files = await asyncio.to_thread(_collect, job.artifact_paths, jobdir / ARTIFACTS)
+            files = await asyncio.to_thread(collect, job.artifact_paths, workdir / ARTIFACTS)
             result = job.result
             summary = job.summary()
-            await self._finish(live, DONE, seconds=result.seconds, wall_seconds=result.wall_seconds,
-                               notes=dict(summary.notes), artifacts=files, warnings=list(result.warnings))
-            ok = True
-        except asyncio.CancelledError:
-            if live.cancel_reason == CANCELLED:
-                await self._finish(live, CANCELLED, error="cancelled by the client", error_status=499)
+            if await self._finish(live, DONE, seconds=result.seconds, wall_seconds=result.wall_seconds,
+                                  notes=dict(summary.notes), artifacts=files, warnings=list(result.warnings),
+                                  disk_bytes=sum(f["size"] for f in files)):
+                outcome = DONE
             else:
-                await self._finish(live, FAILED, error=live.cancel_reason or SHUTDOWN, error_status=503)
+                outcome = LOST
+        except asyncio.CancelledError:
+            outcome = live.cancel_reason or SHUTDOWN
+            if outcome == CANCELLED:
+                await self._finish(live, CANCELLED, error=CANCELLED_MESSAGE, error_status=499)
+            elif outcome == SHUTDOWN:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flush())
+                released = await asyncio.shield(self._call(claims.release, self.store, record.id, self.worker,
+                                                           live.attempt))
+                if released:
+                    log.info("job %s goes back to the queue (gateway stopping)", record.id)
+                    self.counts[QUEUED] = self.counts.get(QUEUED, 0) + 1
+        except _LostUpload as exc:
+            await self._finish(live, FAILED, error=exc.message, error_status=503)
         except TabAgentError as exc:
             log.info("job %s failed: %s", record.id, exc.message)
             await self._finish(live, FAILED, error=exc.message, error_status=exc.http_status)
@@ -356,49 +495,155 @@ class JobManager:
         finally:
             if feeder is not None:
                 feeder.cancel()
+            live.song = None
             if job is not None:
                 job.close()
-            upload.unlink(missing_ok=True)
-            if not ok:
-                _remove(jobdir)
+            self.live.pop(record.id, None)
+            live.log.close()
+            await asyncio.to_thread(settle_files, jobdir, workdir, outcome)
+            self._wake.set()  # a slot is free
 
-    async def _finish(self, live: LiveJob, status: str, **values: Any) -> None:
+    async def _finish(self, live: LiveJob, status: str, **values: Any) -> bool:
+        """Record a job's end, with its end event, if this worker still holds it; False if it was lost."""
+        live.finishing = True
         record = live.record
         record.status, record.finished_at = status, now()
         record.stages = {k: dict(v) for k, v in live.log.stages.items()}
         record.notes = values.pop("notes", None) or dict(live.log.notes)
+        values.setdefault("disk_bytes", 0)
         for name, value in values.items():
             setattr(record, name, value)
         fields = {name: getattr(record, name) for name in
                   ("status", "finished_at", "stages", "notes", "seconds", "wall_seconds", "artifacts",
-                   "warnings", "error", "error_status")}
+                   "warnings", "error", "error_status", "disk_bytes")}
+        jobdir = self.job_dir(record.id)
+        # The end is stored with the job's last events in the finishing transaction, and only
+        # then told to this process's followers.
+        end = JobEvent(live.log.seq + 1, status, _end_data(record))
+        last = [e for e in self._pending if e.job_id == record.id]
+        self._pending = [e for e in self._pending if e.job_id != record.id]
+        last.append(StoredEvent(record.id, end.seq, end.type, end.data))
         try:
-            await asyncio.shield(self._call(self.store.update, record.id, **fields))
+            if status == DONE:
+                await asyncio.to_thread(place_artifacts, jobdir / f"run{live.attempt}" / ARTIFACTS,
+                                        jobdir / ARTIFACTS)
+            held = await asyncio.shield(self._call(claims.finish, self.store, record.id, self.worker, live.attempt,
+                                                   last, TRANSIENT_TYPES, **fields))
         except asyncio.CancelledError:
             log.warning("job %s: shutting down before its record was updated", record.id)
-        if status == DONE and record.wall_seconds:
-            self._walls.append(record.wall_seconds)
-        end = {"status": status, "notes": record.notes, "artifacts": [a["name"] for a in record.artifacts]}
-        if record.error:
-            end["error"] = {"message": record.error, "status": record.error_status}
-        live.log.publish(status, end)
+            return False
+        if not held:
+            log.warning("job %s was taken over or cancelled elsewhere; dropping this attempt's result", record.id)
+            return False
+        # The files are as the record says before anyone hears of the end.
+        await asyncio.shield(asyncio.to_thread(settle_files, jobdir, jobdir / f"run{live.attempt}", status))
+        live.log.on_publish = None  # stored above
+        live.log.publish(status, end.data)
         live.log.compact()
-        if status != DONE:
-            _remove(self.job_dir(record.id))
         log.info("job %s %s%s", record.id, status, f": {record.error}" if record.error else "")
+        self._finished(record)
+        return True
+
+    def _finished(self, record: JobRecord) -> None:
         if self.on_finish is not None:
             self.on_finish(record)
-        self._finished.append(record.id)
-        while len(self._finished) > self.keep_logs:
-            old = self._finished.popleft()
-            job = self.live.get(old)
-            if job is not None and job.record.finished:
-                del self.live[old]
+        if self.retention.enabled:
+            self._sweep.set()
+
+    # -- background: events, leases, retention ------------------------------------------------
+
+    def _persister(self, job_id: str) -> Callable[[JobEvent], None]:
+        """What a running job's log calls with each event: queue it for the store."""
+
+        def persist(ev: JobEvent) -> None:
+            self._pending.append(StoredEvent(job_id, ev.seq, ev.type, ev.data))
+
+        return persist
+
+    async def _flush(self) -> None:
+        """Store the events published since the last flush, for the jobs this worker still holds."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        jobs: dict[str, tuple[int, list[StoredEvent]]] = {}
+        for ev in batch:
+            live = self.live.get(ev.job_id)
+            if live is not None:  # (an attempt that ended writes nothing more)
+                jobs.setdefault(ev.job_id, (live.attempt, []))[1].append(ev)
+        try:
+            lost = await self._call(claims.append, self.store, self.worker, jobs)
+        except Exception:
+            self._pending = batch + self._pending  # the database is away: try them again
+            raise
+        for job_id in lost:
+            self._lose(job_id)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self._flush()
+            except Exception as exc:  # the database is away: the heartbeat decides what that means
+                log.warning("could not store job events: %s", exc)
+
+    def _lose(self, job_id: str) -> None:
+        live = self.live.get(job_id)
+        if live is not None and live.task is not None and not live.task.done() and not live.finishing:
+            log.warning("job %s: %s; stopping it here", job_id, LOST)
+            live.cancel_reason = LOST
+            live.task.cancel()
+
+    async def _heartbeat(self) -> None:
+        interval = min(self.lease / 3, 2.0)
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            jobs = {job_id: claims.Progress(j.attempt, {k: dict(v) for k, v in j.log.stages.items()},
+                                            dict(j.log.notes))
+                    for job_id, j in self.live.items() if not j.finishing}
+            try:
+                held = await self._call(claims.renew, self.store, self.worker, self.lease, jobs)
+                self.counts = await self._call(self.store.counts)
+                renewed = time.monotonic()
+            except Exception as exc:
+                log.warning("could not renew job leases: %s", exc)
+                if time.monotonic() - renewed > self.lease * 2 / 3:  # stop before another replica restarts them
+                    for job_id in list(self.live):
+                        self._lose(job_id)
+                continue
+            for job_id in set(jobs) - held:
+                self._lose(job_id)
+
+    async def _janitor(self) -> None:
+        if not self.retention.enabled and not self.store.shared:
+            return
+        while True:
+            try:
+                removed = await self._call(self.retention.sweep)
+                if removed:
+                    self.counts = await self._call(self.store.counts)
+            except Exception:
+                log.exception("retention sweep failed")
+            self._sweep.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep.wait(), JANITOR_SECONDS)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call on the store's own thread (writes keep their order)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+
+class _LostUpload(TabAgentError):
+    http_status = 503
+
+
+def _end_data(record: JobRecord) -> dict[str, Any]:
+    end: dict[str, Any] = {"status": record.status, "notes": record.notes,
+                           "artifacts": [a["name"] for a in record.artifacts]}
+    if record.error:
+        end["error"] = {"message": record.error, "status": record.error_status}
+    return end
 
 
 async def _feed(job: SongJob, upload: Path) -> None:
@@ -412,24 +657,3 @@ async def _feed(job: SongJob, upload: Path) -> None:
         raise
     except Exception as exc:  # the stored upload vanished or is over the limit
         job.spool.abort(exc)
-
-
-def _collect(paths: list[Path], outdir: Path) -> list[dict[str, Any]]:
-    """Move every artifact (video and stems are written beside the folder) into `outdir`."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in paths:
-        target = outdir / path.name
-        if path.resolve() != target.resolve():
-            path.replace(target)
-        files.append({"name": target.name, "path": f"{ARTIFACTS}/{target.name}",
-                      "size": target.stat().st_size, "content_type": artifact_files.content_type(target.name)})
-    return files
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()

@@ -41,6 +41,7 @@ class SongJob:
         self.spool = Spool(str(workdir), config.max_upload_bytes)
         self.decoder = UploadDecoder(self.spool, max_seconds=config.max_seconds)
         self.chain = Chain(stubs, spec, workdir, timeout or config.stage_timeout, config.failover_retries)
+        self.chain.expected_seconds = lambda: self.decoder.stats.declared_seconds or 0.0
         self.artifact_paths: list[Path] = []
 
     @property

@@ -107,6 +107,8 @@ class SongResult:
     models: dict[str, audio_pb2.ModelInfo] = field(default_factory=dict)
     video_path: Path | None = None
     stem_paths: dict[str, Path] = field(default_factory=dict)
+    audio_paths: dict[str, Path] = field(default_factory=dict)   # original.flac, no-<part>.flac
+    backing_tracks: dict[str, dict[str, Any]] = field(default_factory=dict)  # result.json's
     source: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -60,12 +60,16 @@ def check_length(content_length: str | None, limit: int, multipart: bool) -> Non
 
 @dataclass
 class Received:
-    """What arrived: the file's size and name, and the form's text fields."""
+    """What arrived: the file's size and name, and the form's text fields.
+
+    With several files allowed (a batch), `files` lists each as (path, name, size).
+    """
 
     size: int = 0
     filename: str = ""
     fields: dict[str, list[str]] = field(default_factory=dict)
     got_file: bool = False
+    files: list[tuple[Path, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -113,13 +117,18 @@ async def receive_raw(chunks: AsyncIterator[bytes], dest: Path, limit: int) -> R
     return Received(size=sink.size, got_file=True)
 
 
-async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, dest: Path,
-                            limit: int, file_field: str = "file") -> Received:
+async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, dest: Path | Callable[[], Path],
+                            limit: int, file_field: str = "file", max_files: int = 1) -> Received:
     """Stream a multipart/form-data body: the `file_field` part into `dest`, text fields into memory.
 
+    Args:
+        dest: the file's path, or (several files) a callable giving a new path for each.
+        limit: bytes per file.
+        max_files: how many `file_field` parts the form may have.
+
     Raises:
-        AudioTooLong: the file part is over `limit` bytes.
-        BadConfig: a malformed body, several files, or too many or too long fields.
+        AudioTooLong: a file part is over `limit` bytes.
+        BadConfig: a malformed body, too many files, or too many or too long fields.
     """
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -158,11 +167,13 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
         name = disp.get(b"name", b"").decode("utf-8", "replace")
         filename = filename_of(raw, disp.get(b"filename"))
         if name == file_field or (filename is not None and not name):
-            if got.got_file:
+            if got.got_file and max_files == 1:
                 raise BadConfig(f"send one file per job (the form has several {file_field!r} parts)")
+            if len(got.files) >= max_files:
+                raise BadConfig(f"at most {max_files} files in one request")
             got.got_file = True
             got.filename = safe_filename(filename) if filename else ""
-            sink = _FileSink(dest, limit)
+            sink = _FileSink(dest if isinstance(dest, Path) else dest(), limit)
             part.is_file = True
         else:
             if filename is not None:
@@ -186,6 +197,7 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
             assert sink is not None
             got.size = sink.size
             sink.close()
+            got.files.append((sink.dest, got.filename, sink.size))
         elif part.value is not None:
             got.fields.setdefault(part.name, []).append(part.value.decode("utf-8", "replace"))
         part.reset()
@@ -199,7 +211,7 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, des
     try:
         async for chunk in chunks:
             total += len(chunk)
-            if total > limit + FORM_OVERHEAD:
+            if total > max_files * limit + FORM_OVERHEAD:
                 raise too_large(limit)
             parser.write(chunk)
         parser.finalize()

@@ -1,4 +1,4 @@
-"""The `tabagent` command: run a song through the chain, start the services, finger notes."""
+"""The `tabagent` command: run a song (or a batch) through the chain, start the services, finger notes, keys."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher import fingering_cli
+from launcher import batch_cli, fingering_cli
 from tabagent.errors import InvalidInput, TabAgentError
 from tabagent.options import STYLE_NAMES
 
@@ -222,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub)
     _add_up(sub)
     fingering_cli.add_parser(sub)
+    batch_cli.add_parser(sub)
+    sub.add_parser("keys", help="manage the gateway's API keys file: keys add USER [--admin], list, remove USER")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:  # gateway/keys.py owns that command line
+        from gateway import keys
+
+        return keys.main(argv[1:])
     args = parser.parse_args(argv)
     level = os.environ.get("TABAGENT_LOG_LEVEL") or ("DEBUG" if args.verbose > 1 else "INFO" if args.verbose else "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -24,7 +24,6 @@ from typing import Any, TextIO
 
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig, InvalidInput
-from tabagent.fingering import finger_json
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +135,10 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
             data["instrument"] = args.instrument
         if args.max_fret is not None:
             data["max_fret"] = args.max_fret
+        # Here rather than at the top: every `tabagent` command (`up` included) imports this
+        # module to build its parser, and the engine brings numpy.
+        from tabagent.fingering import finger_json
+
         result = finger_json(data, tuning=args.tuning, capo=args.capo)
     except (BadConfig, InvalidInput) as exc:
         print(f"tabagent fingering: {exc.message}", file=sys.stderr)

@@ -6,6 +6,10 @@
 # dependencies it really uses (the `transcriber` extra). torch is pinned to 2.13.0,
 # the CPU build this kind of machine keeps on disk.
 #
+# The page's browser libraries (alphaTab for the tab player, Swagger UI for /docs) come
+# from the npm registry at the versions web/package-lock.json pins, into web/node_modules
+# (not committed; the gateway serves them from there, so the page needs no CDN).
+#
 #   scripts/install.sh [--force] [--bench] [--notation]
 #   --force     reinstall even when .venv is up to date
 #   --bench     also the Debian packages only the accuracy benchmarks use (FluidSynth and a
@@ -54,6 +58,25 @@ fi
 if ((notation)); then
   apt_install mscore3 musescore3 /usr/share/tuxguitar/lib/tuxguitar-lib.jar tuxguitar javac default-jdk-headless
 fi
+
+# web_install: the npm packages of web/package-lock.json into web/node_modules, again only
+# when the lock file changed. --ignore-scripts: nothing from the registry runs here (one of
+# swagger-ui-dist's dependencies has a telemetry postinstall).
+web_install() {
+  local stamp=web/node_modules/.tabagent-web-installed
+  local lock
+  lock=$(sha256sum web/package-lock.json | cut -c1-16)
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$lock" ]] && ((!force)) && return 0
+  apt_install npm npm
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "warning: npm not found; the page's tab player and /docs need web/node_modules" >&2
+    return 0
+  fi
+  (cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) \
+    || { echo "warning: npm ci failed; the page's tab player and /docs will be missing" >&2; return 0; }
+  echo "$lock" > "$stamp"
+}
+web_install
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && ((!force)); then
   exit 0
 fi
@@ -66,8 +89,14 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps "basic-pitch==0.4.0"
 
 # Debian tools the tests and examples use: ffmpeg/ffprobe to inspect outputs,
-# chromium + chromedriver for the web page's browser test.
-apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver
+# chromium + chromedriver for the web page's browser test; MuseScore 3 engraves tab.pdf
+# (without it the PDF step is skipped and says why) and poppler-utils reads it back in tests;
+# the PostgreSQL server (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin) whose
+# throw-away clusters the shared-queue tests start (tests/pg_fixtures.py; they skip without it).
+pg_initdb=$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | head -n 1 || true)
+apt_install ffprobe ffmpeg chromium chromium chromedriver chromium-driver \
+  "${pg_initdb:-/usr/lib/postgresql/none/bin/initdb}" postgresql
+apt_install mscore3 musescore3 pdftotext poppler-utils
 
 echo "$want" > "$STAMP"
 echo "installed into $VENV"

@@ -57,12 +57,20 @@ class ModelHolder:
         return cls(lambda: dict(models), default or next(iter(models)))
 
     def _load_and_warm(self) -> dict[str, SeparatorModel]:
+        from separator_svc.dsp import DspModel
+
         models = dict(self._load())
         if "dsp" not in models:
-            from separator_svc.dsp import DspModel
-
             models["dsp"] = DspModel()
+        warmed_dsp = ""
         for name, model in models.items():
+            if isinstance(model, DspModel) and warmed_dsp:
+                # The DSP fallback standing in for a missing Demucs and "dsp" itself run the
+                # same numpy code: the first one's warm-up paid its first calls for both.
+                log.info("%s shares the warm-up of %s (the same DSP separator)", name, warmed_dsp)
+                continue
+            if isinstance(model, DspModel):
+                warmed_dsp = name
             started = time.perf_counter()
             model.warm_up()
             log.info(

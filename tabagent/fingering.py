@@ -8,13 +8,13 @@ Notes struck together form an event (`tabagent.fretboard.group_events`); each ev
 a list of shapes, each shape a range of hand positions. The search picks one (shape,
 position) per event minimising the shapes' own costs plus the cost of moving between
 them: position shifts, string crossings, cutting a note that still sounds on its string,
-and moving a repeated pitch to another string. Never two sounding notes on one string:
-when nothing else fits, the earlier note is cut where the next one starts.
+and moving a repeated pitch to another string (`tabagent.fingering_search`). Never two
+sounding notes on one string: when nothing else fits, the earlier note is cut where the
+next one starts.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ import numpy as np
 
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
+from tabagent.fingering_search import FEATURES, Context, Layer, Search, feature_weights
 from tabagent.fretboard import (
     CHORD_GAP,
     CHORD_SPREAD,
@@ -40,12 +41,12 @@ from tabagent.fretboard import (
 from tabagent.notes import Note, sort_notes
 from tabagent.tuning import Tuning
 
+__all__ = [
+    "FEATURES", "FingeringResult", "StreamingFingerer", "assign", "feature_weights", "finger_json",
+    "infer_instrument", "lowest_fret",
+]
+
 logger = logging.getLogger(__name__)
-
-_LEGATO = ("hammer_on", "pull_off", "slide")
-_RING_TOLERANCE = 0.01  # overlaps shorter than this are transcription slop, not a held note
-_RING_RAMP = 0.1
-
 
 @dataclass
 class FingeringResult:
@@ -61,191 +62,6 @@ class FingeringResult:
     def extend(self, other: FingeringResult) -> None:
         self.notes.extend(other.notes)
         self.out_of_range.extend(other.out_of_range)
-
-
-@dataclass
-class _Context:
-    """What the search remembers along one path: hand, strings still sounding, habits."""
-
-    p: int
-    centroid: float
-    busy: np.ndarray          # (strings,) end time of the last note on each string
-    last_string: np.ndarray   # (128,) string each pitch was last played on, -1 if never
-    last_time: np.ndarray     # (128,) when
-    prev_strings: dict[int, int]  # pitch -> string in the previous event
-    onset: float | None = None    # the previous event's onset
-
-    @classmethod
-    def start(cls, n_strings: int) -> _Context:
-        return cls(
-            -1, -1.0, np.full(n_strings, -np.inf), np.full(128, -1, np.int16),
-            np.full(128, -np.inf), {},
-        )
-
-    def advance(self, event: Event, shape_index: int, p: int) -> _Context:
-        shape = event.shapes[shape_index]
-        ctx = copy.deepcopy(self)
-        ctx.p = p
-        ctx.onset = event.onset
-        ctx.centroid = float(np.mean(shape.strings))
-        ctx.prev_strings = {}
-        for note, s in zip(event.notes, shape.strings, strict=True):
-            ctx.busy[s] = note.end
-            ctx.last_string[note.pitch] = s
-            ctx.last_time[note.pitch] = note.start
-            ctx.prev_strings[note.pitch] = s
-        return ctx
-
-
-class _Layer:
-    """The states of one event as arrays: one state per (shape, hand position)."""
-
-    def __init__(self, event: Event, tuning: Tuning, weights: Weights) -> None:
-        shape_ix: list[int] = []
-        ps: list[int] = []
-        costs: list[float] = []
-        top = max(tuning.frets, 1)
-        height = weights.height if len(event.notes) > 1 else weights.line_height
-        for k, shape in enumerate(event.shapes):
-            lo, hi = (shape.p_lo, shape.p_hi) if shape.p_lo else (1, top)
-            # A single fretted note may also lie one fret above the box, under a stretched
-            # pinky, rather than move the hand (first position keeps its open strings).
-            reach = bool(weights.reach) and len(shape.frets) == 1 and shape.p_lo > 1
-            for p in range(lo - 1 if reach else lo, hi + 1):
-                shape_ix.append(k)
-                ps.append(p)
-                costs.append(
-                    shape.cost + height * (p - 1) + shape.n_open * _open_cost(p, event.open_key, weights)
-                    + (_reach_cost(p, tuning.capo, weights) if p < lo else 0.0)
-                )
-        self.event = event
-        self.shape = np.array(shape_ix, dtype=np.int32)
-        self.p = np.array(ps, dtype=np.int32)
-        self.static = np.array(costs)
-        strings = np.array([event.shapes[k].strings for k in shape_ix], dtype=np.int32)
-        self.strings = strings.reshape(len(shape_ix), len(event.notes))  # (S, notes)
-        self.mask = np.zeros((len(shape_ix), len(tuning.strings)))
-        rows = np.repeat(np.arange(len(shape_ix)), len(event.notes))
-        self.mask[rows, self.strings.ravel()] = 1.0
-        self.centroid = self.strings.mean(axis=1)
-
-    def __len__(self) -> int:
-        return len(self.shape)
-
-
-def _reach_cost(p: int, capo: int, w: Weights) -> float:
-    """A pinky stretched one fret past the box; frets are wider near the nut."""
-    return w.reach * (w.reach_low if p + capo < w.reach_low_below else 1.0)
-
-
-def _open_cost(p: int, open_key: bool, w: Weights) -> float:
-    if p <= w.open_position:
-        return w.open_low if open_key else w.open_off_key
-    return w.open_mid + w.open_high * (p - w.open_position - 1)
-
-
-class _Search:
-    """Viterbi over events from a known starting context."""
-
-    def __init__(self, tuning: Tuning, weights: Weights) -> None:
-        self.tuning = tuning
-        self.weights = weights
-        self.last_cost = 0.0
-
-    def run(self, events: Sequence[Event], start: _Context) -> list[tuple[int, int]]:
-        """The best (shape index, hand position) per event."""
-        w = self.weights
-        # Per-state path memory of the previous layer.
-        prev_p = np.array([start.p])
-        prev_centroid = np.array([start.centroid])
-        busy = start.busy[None, :].copy()
-        last_string = start.last_string[None, :].copy()
-        last_time = start.last_time[None, :].copy()
-        prev_pitches = list(start.prev_strings)
-        prev_note_strings = np.array([[start.prev_strings[q] for q in prev_pitches]], dtype=np.int32)
-        prev_onset = start.onset
-        acc = np.zeros(1)
-        back: list[np.ndarray] = []
-        layers: list[_Layer] = []
-        for event in events:
-            layer = _Layer(event, self.tuning, w)
-            layers.append(layer)
-            onset = event.onset
-            cost = np.zeros((len(acc), len(layer)))
-            # Hand moves: cheaper after a long gap, free from an unknown start.
-            gap = onset - prev_onset if prev_onset is not None else 0.0
-            slow = 1.0 / (1.0 + max(0.0, gap - 0.25))
-            d = np.abs(prev_p[:, None] - layer.p[None, :])
-            move = np.where(d > 0, w.shift + w.shift_per_fret * d, 0.0) * slow
-            if len(event.notes) == 1 and len(prev_pitches) == 1:
-                # A single-note line moving along one string: the hand slides with it.
-                along = prev_note_strings[:, :1] == layer.strings[:, 0][None, :]
-                move = np.where(along, move * w.slide_shift, move)
-            move[prev_p < 0, :] = 0.0
-            cost += move
-            line = len(event.notes) == 1 and len(prev_pitches) == 1
-            cross = np.abs(prev_centroid[:, None] - layer.centroid[None, :]) * (w.line_crossing if line else w.crossing)
-            cross[prev_centroid < 0, :] = 0.0
-            cost += cross
-            # A string still sounding: taking it cuts that note short.
-            overlap = np.clip((busy - onset - _RING_TOLERANCE) / _RING_RAMP, 0.0, 1.0) * w.ring_block
-            cost += overlap @ layer.mask.T
-            if _parallel(prev_pitches, event.notes):
-                same = (prev_note_strings[:, None, :] == layer.strings[None, :, :]).all(axis=2)
-                cost += w.parallel * same
-            for k, note in enumerate(event.notes):
-                s_k = layer.strings[:, k][None, :]
-                ls = last_string[:, note.pitch][:, None]
-                recent = (onset - last_time[:, note.pitch] < w.repeat_window)[:, None]
-                cost += w.repeat_string * (recent & (ls >= 0) & (ls != s_k))
-                src_note = _legato_source(prev_pitches, note)
-                if src_note >= 0:
-                    src = prev_note_strings[:, src_note][:, None]
-                    cost += w.legato_string * (src != s_k)
-            total = acc[:, None] + cost
-            best = np.argmin(total, axis=0)
-            acc = total[best, np.arange(len(layer))] + layer.static
-            back.append(best)
-            # Carry each new state's path memory forward from its best predecessor.
-            busy = busy[best].copy()
-            last_string = last_string[best].copy()
-            last_time = last_time[best].copy()
-            rows = np.arange(len(layer))
-            for k, note in enumerate(event.notes):
-                busy[rows, layer.strings[:, k]] = note.end
-                last_string[:, note.pitch] = layer.strings[:, k]
-                last_time[:, note.pitch] = note.start
-            prev_pitches = [n.pitch for n in event.notes]
-            prev_note_strings = layer.strings
-            prev_p = layer.p
-            prev_centroid = layer.centroid
-            prev_onset = onset
-        if not layers:
-            return []
-        state = int(np.argmin(acc))
-        self.last_cost = float(acc[state])  # the chosen path's total cost, for diagnostics
-        path: list[tuple[int, int]] = []
-        for layer, best in zip(reversed(layers), reversed(back), strict=True):
-            path.append((int(layer.shape[state]), int(layer.p[state])))
-            state = int(best[state])
-        path.reverse()
-        return path
-
-
-def _parallel(prev_pitches: Sequence[int], notes: Sequence[Note]) -> bool:
-    """Whether an event repeats the previous chord's intervals (the same shape, moved)."""
-    if len(notes) < 2 or len(prev_pitches) != len(notes):
-        return False
-    base = notes[0].pitch - prev_pitches[0]
-    return all(n.pitch - p == base for n, p in zip(notes, prev_pitches, strict=True))
-
-
-def _legato_source(prev_pitches: Sequence[int], note: Note) -> int:
-    """Index of the previous event's note that a hammer-on, pull-off or slide continues."""
-    if not prev_pitches or not any(t in note.techniques for t in _LEGATO):
-        return -1
-    near = [(abs(p - note.pitch), i) for i, p in enumerate(prev_pitches) if 0 < abs(p - note.pitch) <= 7]
-    return min(near)[1] if near else -1
 
 
 def _apply(event: Event, shape_index: int) -> None:
@@ -316,7 +132,7 @@ def assign(notes: Iterable[Note], tuning: Tuning, weights: Weights | None = None
     weights = weights or weights_for(tuning)
     playable, out = _split_range(notes, tuning)
     events, dropped = _events(playable, tuning, weights)
-    path = _Search(tuning, weights).run(events, _Context.start(len(tuning.strings)))
+    path = Search(tuning, weights).run(events, Context.start(len(tuning.strings)))
     for event, (k, _) in zip(events, path, strict=True):
         _apply(event, k)
     placed = [n for e in events for n in e.notes]
@@ -367,13 +183,14 @@ class StreamingFingerer:
         self.weights = weights or weights_for(tuning)
         self.lag_seconds = lag_seconds
         self.lag_events = lag_events
-        self._search = _Search(tuning, self.weights)
-        self._context = _Context.start(len(tuning.strings))
+        self._search = Search(tuning, self.weights)
+        self._context = Context.start(len(tuning.strings))
         self._incoming: list[Note] = []       # notes not yet grouped into a closed event
         self._events: list[Event] = []        # closed, uncommitted events
         self._held: list[Note] = []           # committed notes that may still be cut
         self._history: list[Event] = []       # committed events still in the key window
         self._last: list[Note | None] = [None] * len(tuning.strings)
+        self._layers: dict[int, tuple[bool, Layer]] = {}  # id(event) -> (key mark, states)
 
     def push(self, notes: Iterable[Note], final_until: float) -> FingeringResult:
         """Add notes that start before `final_until`; return those now final.
@@ -428,7 +245,16 @@ class StreamingFingerer:
         if not self._events:
             return
         _mark_keys(self._events, self.tuning, self._history)
-        path = self._search.run(self._events, self._context)
+        # An event's states change only with its key mark: keep them across pushes.
+        layers = []
+        for event in self._events:
+            key = event.open_key
+            hit = self._layers.get(id(event))
+            if hit is None or hit[0] != key:
+                hit = (key, Layer(event, self.tuning, self.weights, self._search.priced))
+                self._layers[id(event)] = hit
+            layers.append(hit[1])
+        path = self._search.run(self._events, self._context, layers)
         n = len(self._events)
         if final_until is None:
             count = n
@@ -450,6 +276,8 @@ class StreamingFingerer:
                 self._last[note.string] = note
                 self._held.append(note)
         self._history.extend(self._events[:count])
+        for event in self._events[:count]:
+            self._layers.pop(id(event), None)
         self._events = self._events[count:]
         if self._history:
             keep_from = (self._events[0].onset if self._events else self._history[-1].onset) - KEY_BEFORE

@@ -71,7 +71,8 @@ class Weights:
     dyad: float = 0.0             # a power-chord or octave pair on neighbouring strings
     shift: float = 1.3            # any position change
     shift_per_fret: float = 0.22
-    slide_shift: float = 0.5      # factor on a shift that follows the line along its string
+    along_shift: float = 0.65     # the same for a single-note line moving along its string
+    along_shift_per_fret: float = 0.11
     ring_block: float = 30.0      # cutting a note still sounding on the string
     repeat_string: float = 0.6    # the same pitch on another string than last time
     repeat_window: float = 8.0
@@ -89,7 +90,7 @@ class Weights:
     pinch_interval: int = 99      # an interval from which strings skipped in a chord cost little
     held_skip: float = 0.0        # per string skipped inside a standard chord shape (0: as any skip)
     reach: float = 0.0            # a single note one fret above the box, under the pinky (0: never)
-    reach_low: float = 1.0        # factor on `reach` for a hand below `reach_low_below` (capo counted)
+    reach_near_nut: float = 0.0   # the same for a hand below `reach_low_below` (capo counted)
     reach_low_below: int = 5
 
 
@@ -105,9 +106,10 @@ GUITAR = Weights(
     pinch_interval=8,
     held_skip=0.3,
     shift_per_fret=0.4,
+    along_shift_per_fret=0.2,
     skip=2.0,
     pinch_skip=0.3,
-    reach_low=1.5,
+    reach_near_nut=0.45,
     high_fret=0.05,
     high_from=12,
 )
@@ -119,7 +121,8 @@ BASS = Weights(
     height=0.1,
     line_height=0.0,
     shift=0.0,
-    slide_shift=1.0,
+    along_shift=0.0,
+    along_shift_per_fret=0.22,
     stretch=1.2,
     big_stretch=3.0,
     template=0.0,
@@ -151,6 +154,7 @@ class Shape:
     p_hi: int
     cost: float
     n_open: int
+    features: tuple[float, ...] = ()  # SHAPE_FEATURES (empty for a shape no hand can hold)
 
 
 @dataclass
@@ -245,7 +249,19 @@ def _fingers(fretted: list[int]) -> int:
     return count
 
 
-def _static_cost(
+# The shape features the weights of the same name price (see `shape_weights`).
+SHAPE_FEATURES = (
+    "four_fingers", "stretch", "big_stretch", "skip", "pinch_skip", "held_skip", "inversion",
+    "template", "dyad", "bend_open", "string_height", "high_fret",
+)
+
+
+def shape_weights(weights: Weights) -> np.ndarray:
+    """The weights of `SHAPE_FEATURES`, in order."""
+    return np.array([float(getattr(weights, name)) for name in SHAPE_FEATURES])
+
+
+def _shape_features(
     tuning: Tuning,
     pitches: Sequence[int],
     strings: Sequence[int],
@@ -253,64 +269,64 @@ def _static_cost(
     weights: Weights,
     templates: list[dict[int, int]],
     bends: Sequence[bool],
-) -> tuple[float, int, int] | None:
-    """Cost and hand range of one assignment, or None when no hand can hold it."""
-    fretted = [f for f in frets if f > 0]
-    cost = 0.0
+) -> tuple[np.ndarray, int, int] | None:
+    """The features (`SHAPE_FEATURES`) and hand range of one assignment, or None when no hand can hold it."""
+    f = dict.fromkeys(SHAPE_FEATURES, 0.0)
+    fretted = [fr for fr in frets if fr > 0]
     if fretted:
         lo, hi = min(fretted), max(fretted)
         span = hi - lo
         if span > BOX + 2:
             return None
-        if _fingers(fretted) > 4:
+        fingers = _fingers(fretted)
+        if fingers > 4:
             return None
-        if _fingers(fretted) == 4:
-            cost += weights.four_fingers
+        f["four_fingers"] = float(fingers == 4)
         if span == BOX + 1:
-            cost += weights.stretch * (1.5 if lo < 5 else 1.0)
+            f["stretch"] = 1.5 if lo < 5 else 1.0
         elif span == BOX + 2:
             if lo < 5:
                 return None
-            cost += weights.big_stretch
+            f["big_stretch"] = 1.0
         p_lo, p_hi = max(1, hi - BOX) if span <= BOX else lo, lo
     else:
         p_lo, p_hi = 0, 0  # any position
     if len(strings) > 1:
         template = bool(weights.template) and _matches_template(strings, frets, templates)
-        cost += _skip_cost(pitches, strings, template, weights)
+        _skip_features(pitches, strings, template, weights, f)
         for (pa, sa), (pb, sb) in itertools.combinations(zip(pitches, strings, strict=True), 2):
             if (pa - pb) * (sa - sb) < 0:
-                cost += weights.inversion
-        if template:
-            cost += weights.template
-        if weights.dyad and len(strings) == 2 and _power_dyad(pitches, strings, frets):
-            cost += weights.dyad
-    cost += sum(weights.bend_open for f, b in zip(frets, bends, strict=True) if b and f == 0)
-    if weights.string_height:
-        free = min(tuning.strings) + weights.low_strings
-        cost += weights.string_height * sum(max(0, tuning.strings[s] - free) / 5 for s in strings)
-    cost += weights.high_fret * sum(max(0, f - weights.high_from) for f in frets)
-    return cost, p_lo, p_hi
+                f["inversion"] += 1.0
+        f["template"] = float(template)
+        f["dyad"] = float(len(strings) == 2 and _power_dyad(pitches, strings, frets))
+    f["bend_open"] = float(sum(1 for fr, b in zip(frets, bends, strict=True) if b and fr == 0))
+    free = min(tuning.strings) + weights.low_strings
+    f["string_height"] = sum(max(0, tuning.strings[s] - free) / 5 for s in strings)
+    f["high_fret"] = float(sum(max(0, fr - weights.high_from) for fr in frets))
+    return np.array([f[name] for name in SHAPE_FEATURES]), p_lo, p_hi
 
 
-def _skip_cost(pitches: Sequence[int], strings: Sequence[int], template: bool, weights: Weights) -> float:
-    """Strings left out between a chord's notes.
+def _skip_features(pitches: Sequence[int], strings: Sequence[int], template: bool, weights: Weights,
+                   f: dict[str, float]) -> None:
+    """Count the strings left out between a chord's notes, by how hard the gap is.
 
-    Muted strings inside a strum are hard; a pinch skips them freely: two notes, or a
-    wide interval (a bass note and the treble over it, as in fingerpicking). Strings
-    picked out of a standard chord shape the hand holds skip the others freely too.
+    Muted strings inside a strum are hard (`skip`); a pinch skips them freely
+    (`pinch_skip`): two notes, or a wide interval (a bass note and the treble over it, as
+    in fingerpicking). Strings picked out of a standard chord shape the hand holds are
+    skipped freely too (`held_skip`, where the weights price it apart).
     """
-    cost = 0.0
-    strum = weights.skip if len(strings) >= 3 else weights.pinch_skip
+    strum = len(strings) >= 3
     by_string = sorted(zip(strings, pitches, strict=True))
     for (sa, pa), (sb, pb) in itertools.pairwise(by_string):
         if sb - sa < 2:
             continue
-        rate = strum if pb - pa < weights.pinch_interval else weights.pinch_skip
         if template and weights.held_skip:
-            rate = min(rate, weights.held_skip)
-        cost += rate * (sb - sa - 1)
-    return cost
+            name = "held_skip"
+        elif strum and pb - pa < weights.pinch_interval:
+            name = "skip"
+        else:
+            name = "pinch_skip"
+        f[name] += sb - sa - 1
 
 
 def _assignments(positions: list[list[tuple[int, int]]], max_span: int | None):
@@ -343,21 +359,25 @@ def _shapes_for(
 ) -> tuple[Shape, ...]:
     positions = [tuning.positions(p) for p in pitches]
     templates = _template_frets(tuning)
+    priced = shape_weights(weights)
     shapes: list[Shape] = []
     for relaxed in (False, True):
         for assignment in _assignments(positions, None if relaxed else BOX + 2):
             strings = tuple(s for s, _ in assignment)
             frets = tuple(f for _, f in assignment)
-            scored = _static_cost(tuning, pitches, strings, frets, weights, templates, bends)
+            n_open = sum(1 for f in frets if f == 0)
+            scored = _shape_features(tuning, pitches, strings, frets, weights, templates, bends)
             if scored is None:
                 if not relaxed:
                     continue
                 # No hand can hold it as written: keep it, at a price, rather than fail.
                 fretted = [f for f in frets if f > 0]
                 lo = min(fretted)
-                scored = (20.0 + 3.0 * (max(fretted) - lo), lo, lo)
-            cost, p_lo, p_hi = scored
-            shapes.append(Shape(strings, frets, p_lo, p_hi, cost, sum(1 for f in frets if f == 0)))
+                shapes.append(Shape(strings, frets, lo, lo, 20.0 + 3.0 * (max(fretted) - lo), n_open))
+            else:
+                features, p_lo, p_hi = scored
+                cost = float(features @ priced)
+                shapes.append(Shape(strings, frets, p_lo, p_hi, cost, n_open, tuple(features)))
             if len(shapes) > 20 * MAX_SHAPES:
                 break
         if shapes:

@@ -20,7 +20,7 @@ Families (all labelled `service`): `tabagent_requests_total{method,code}`,
 `tabagent_batch_size`, `tabagent_realtime_factor{stage}`, `tabagent_model_load_seconds`,
 `tabagent_model_info{model,version,device,fallback}`, `tabagent_audio_seconds_total`,
 `tabagent_gpu_memory_bytes{device,kind}` (only while CUDA is in use in this process),
-`tabagent_http_jobs{state}` (the gateway's HTTP jobs).
+`tabagent_http_jobs{state}` (the gateway's HTTP jobs, by state).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,7 +127,9 @@ class _Families:
         """`tabagent_http_jobs{state}`, created on first use (only the gateway has jobs)."""
         with _FAMILIES_LOCK:
             if self._jobs is None:
-                self._jobs = Gauge(f"{PREFIX}_http_jobs", "HTTP jobs by state (queued, running).",
+                self._jobs = Gauge(f"{PREFIX}_http_jobs",
+                                   "HTTP jobs by state (queued, running, done, failed, cancelled); with a "
+                                   "shared job store, the whole store's (the same on every gateway replica).",
                                    ["service", "state"], registry=self.registry)
             return self._jobs
 
@@ -335,6 +337,21 @@ class ServiceMetrics:
         gauge = self._fam.jobs()
         gauge.labels(self.service, "queued").set_function(queued)
         gauge.labels(self.service, "running").set_function(running)
+
+    def bind_job_states(self, counts: Callable[[], Mapping[str, float]], states: Iterable[str]) -> None:
+        """Read the HTTP jobs in each state (`tabagent_http_jobs{state}`) from `counts()` at every scrape.
+
+        Args:
+            counts: returns jobs per state; must not block (the gateway keeps a cached copy).
+            states: every state to publish (0 when `counts()` lacks it).
+        """
+        gauge = self._fam.jobs()
+
+        def reader(state: str) -> Callable[[], float]:
+            return lambda: float(counts().get(state, 0))
+
+        for state in states:
+            gauge.labels(self.service, state).set_function(reader(state))
 
     def bind_in_flight(self, in_flight: Callable[[], float]) -> None:
         """Count the requests in flight (the server's one count) as active streams, until

@@ -13,6 +13,7 @@ start `phase` steps later (an anacrusis fills the steps before the first downbea
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable
@@ -206,6 +207,31 @@ class BeatTracker:
     def envelope(self) -> np.ndarray:
         """The onset-strength envelope so far (one value per hop)."""
         return np.concatenate(self._env) if self._env else np.zeros(0)
+
+    def partial(self, last_seconds: float | None = None) -> Rhythm:
+        """`result()` of what was pushed so far, safe to call while another thread pushes
+        (a running song's draft tab): it reads a consistent copy of the envelopes.
+
+        Args:
+            last_seconds: track only the latest this many seconds (beats stream to the
+                video renderer: the cost stays that of the window, however long the song).
+
+        Returns:
+            The rhythm, its times in seconds from the song's start.
+        """
+        env, low = list(self._env), list(self._low_env)
+        n = min(len(env), len(low))
+        clone = copy.copy(self)
+        clone._env, clone._low_env = env[:n], low[:n]
+        if last_seconds is None or not n:
+            return clone.result()
+        whole, low_whole = np.concatenate(env[:n]), np.concatenate(low[:n])
+        frames = min(whole.size, low_whole.size)
+        first = max(0, frames - int(last_seconds * self.fps))
+        clone._env, clone._low_env = [whole[first:frames]], [low_whole[first:frames]]
+        rhythm = clone.result()
+        shift = first / self.fps
+        return replace(rhythm, beats=[t + shift for t in rhythm.beats], downbeats=[t + shift for t in rhythm.downbeats])
 
     def result(self) -> Rhythm:
         """Tempo, beats, downbeats and metre of everything pushed so far."""

@@ -57,3 +57,17 @@ async def collect(client: AsyncClient, path: Path, config: gateway_pb2.ProcessCo
         elif isinstance(event, Done):
             got.done = event
     return got
+
+
+def song_artifacts(*parts: str, video: bool = False) -> set[str]:
+    """The artifacts a song with these parts gets by default: tabs, MIDI, result.json, the
+    PDF (when MuseScore is here), the original audio and one backing track per part."""
+    from tabagent.exporters.pdf import find_engraver
+
+    names = {"result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml", "original.flac"}
+    names |= {f"no-{p}.flac" for p in parts}
+    if find_engraver() is not None:
+        names.add("tab.pdf")
+    if video:
+        names.add("video.mp4")
+    return names

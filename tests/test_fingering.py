@@ -16,9 +16,11 @@ import pytest
 from evalkit.fingering_corpus import PIECES, by_name
 from evalkit.scoring import count_collisions
 from launcher.fingering_cli import run
+from tabagent import fingering, fingering_search
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
 from tabagent.fingering import FingeringResult, StreamingFingerer, assign, finger_json, lowest_fret
+from tabagent.fretboard import weights_for
 from tabagent.notes import Note
 
 GUITAR = tunings.standard("guitar")
@@ -147,6 +149,24 @@ def test_fingerpicked_chords_skip_strings_between_bass_and_treble() -> None:
     held = _line([(48, 55, 60, 64), 55, 60, 64, (48, 55, 60, 64)])
     assign(held, GUITAR)
     assert [(n.string, n.fret) for n in held[:4]] == [(1, 3), (3, 0), (4, 1), (5, 0)]
+
+
+def test_search_cost_is_its_named_features_times_their_weights() -> None:
+    # The bench prices a human's fingering with these features (bench/fingering_errors.py
+    # --costs) and fits weights to them (bench/fit_fingering.py): summed along the path
+    # the search picks, they give back the cost the search minimised.
+    notes = _line([40, (45, 52, 57), 59, 62, 64, 67, (48, 55, 60), 69, 71, 72, (43, 50, 55, 59), 74, 67])
+    weights = weights_for(GUITAR)
+    events, _ = fingering._events(notes, GUITAR, weights)
+    search = fingering_search.Search(GUITAR, weights)
+    layers = search.layers(events)
+    start = fingering_search.Context.start(len(GUITAR.strings))
+    path = search.run(events, start, layers)
+    features = search.path_features(events, start, layers, search.last_states)
+    assert len(features) == len(fingering_search.FEATURES) + 1
+    assert features[:-1] @ fingering_search.feature_weights(weights) + features[-1] == pytest.approx(search.last_cost)
+    # The states the search reports are the path it returns.
+    assert [(int(layer.shape[k]), int(layer.p[k])) for layer, k in zip(layers, search.last_states, strict=True)] == path
 
 
 def test_lowest_fret_baseline() -> None:

@@ -297,3 +297,23 @@ def test_tabs_from_other_formats_when_cached() -> None:
         s = tabcorpus.score_track(track, assign)
         assert s.collisions == 0 and s.wide <= s.human_wide, track.key
         assert s.ratio >= 0.85, track.key
+
+
+def test_error_analysis_buckets_a_line_played_down_the_neck(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bench/fingering_errors.py on a tab written here: a line the tabber plays on the B
+    # string in fifth position, which the engine takes in first position on the top string.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import fingering_errors
+
+    track = _human(tunings.TUNINGS["guitar"]["standard"], "guitar",
+                   [(0.3 * i, 4, f) for i, f in enumerate((5, 7, 8, 10, 8, 7, 5))])
+    total, misses = fingering_errors.diagnose(track)
+    assert total == 7 and len(misses) == 7 and all(m.in_run for m in misses)
+    kinds = {m.kind for m in misses}
+    assert kinds == {"open / fretted", "next string up (engine lower on the neck)"}
+    assert all(m.engine[0] == m.human[0] + 1 for m in misses)
+    # The human's path costs the engine more than its own: that gap is why it differs.
+    gap, _ = fingering_errors.cost_gap(track)
+    assert gap.sum() > 0
+    report = fingering_errors.report([track])
+    assert "next string up" in report and "run of 4+ missed events" in report

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gateway_fixtures import collect, write_audio
+from gateway_fixtures import collect, song_artifacts, write_audio
 
 from evalkit.examples import Song, make_song
 from evalkit.scoring import count_collisions, onset_scores
@@ -46,7 +46,7 @@ async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp
     got = await collect(client, song_wav, process_config(filename="song.wav"), tmp_path)
     assert got.started and got.done is not None
     assert got.order[0] == "Started" and got.order[-1] == "Done"
-    assert set(got.artifacts) == {"result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"}
+    assert set(got.artifacts) == song_artifacts("guitar", "bass")
     for a in got.artifacts.values():
         assert a.path is not None and a.path.stat().st_size == a.size > 0
     # Tab events arrive before the song is done, part by part, with final_until rising.

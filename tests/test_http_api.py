@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 TABS = {"result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"}
 CONTENT_TYPES = {"result.json": "application/json", "tab.txt": "text/plain", "notes.mid": "audio/midi",
                  "tab.gp5": "application/x-guitar-pro", "tab.musicxml": "application/vnd.recordare.musicxml+xml",
-                 "video.mp4": "video/mp4"}
+                 "video.mp4": "video/mp4", "tab.pdf": "application/pdf"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ async def test_upload_follow_events_and_download_every_artifact(gateway: HttpGat
             r = await c.get(a["url"])
             assert r.status_code == 200, (a["name"], r.text)
             assert len(r.content) == a["size"] > 0
-            expected = "audio/flac" if a["name"].startswith("stem-") else CONTENT_TYPES[a["name"]]
+            expected = "audio/flac" if a["name"].endswith(".flac") else CONTENT_TYPES[a["name"]]
             assert r.headers["content-type"].startswith(expected)
             downloaded[a["name"]] = r.content
         doc = json.loads(downloaded["result.json"])
@@ -235,3 +235,57 @@ async def test_readyz_reports_a_service_that_is_down(chain: LocalChain, tmp_path
         assert resp.status_code == 503
         assert resp.json()["services"]["transcriber"].startswith("UNREACHABLE")
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_the_player_data_of_a_running_and_then_a_finished_job(gateway: HttpGateway, songs) -> None:
+    """While the job runs: a draft tab of the notes final so far and the upload to play; once
+    done: tab.gp5, the beats that sync it, the original audio and the backing tracks."""
+    from tabagent.exporters import read_gp5
+
+    async with gateway.client() as c:
+        job = (await upload(c, songs["long"], title="Long one")).json()
+        base = f"/v1/jobs/{job['id']}"
+        queued = await c.get(base + "/player")
+        drafts = []
+        source = None
+        for _ in range(600):
+            resp = await c.get(base + "/player")
+            if resp.status_code == 200 and not resp.json()["final"]:
+                data = resp.json()
+                if sum(data["final_until"].values()) > 0:
+                    drafts.append(data)
+                    if source is None and "original" in data["audio"]:
+                        source = await c.get(data["audio"]["original"])
+            if (await c.get(base)).json()["status"] in ("done", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        final = (await c.get(base + "/player")).json()
+        audio = {name: await c.get(url) for name, url in final["audio"].items()}
+    assert queued.status_code in (200, 409)
+    assert drafts, "never saw a draft while the job ran"
+    draft = drafts[-1]
+    assert draft["warnings"] and draft["tempo"] > 0
+    assert source is not None and source.status_code == 200 and source.content == songs["long"].read_bytes()
+    assert final["final"] is True and final["duration"] == pytest.approx(16.0, abs=0.05)
+    # The tab to load is the job's tab.gp5, and the beats give the recording's time of the
+    # tab's beats: as many of each, both rising.
+    assert len(final["beats"]) == len(final["score_beats"]) > 8
+    assert final["score_beats"] == sorted(final["score_beats"]) and final["beats"] == sorted(final["beats"])
+    assert {c["name"] for c in final["chords"]}
+    assert set(final["audio"]) == {"original", "no-guitar", "no-bass"}
+    for name, resp in audio.items():
+        assert resp.status_code == 200 and resp.content[:4] == b"fLaC", name
+    backing = final["backing_tracks"]
+    assert set(backing) == {"guitar", "bass"} and all(b["fallback"] and "DSP" in b["note"] for b in backing.values())
+    assert any("backing tracks" in w for w in final["warnings"])
+    # A draft is a GP5 as the final one is, with at most the final one's notes.
+    import base64
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = []
+        for data in (draft, final):
+            path = Path(tmp) / "t.gp5"
+            path.write_bytes(base64.b64decode(data["gp5"]))
+            counts.append(sum(len(p["notes"]) for p in read_gp5(path)["parts"].values()))
+    assert 0 < counts[0] <= counts[1], counts

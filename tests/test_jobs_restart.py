@@ -1,36 +1,29 @@
 """HTTP jobs outlive the gateway: a graceful stop and a SIGKILL mid-job, then a restart on the same data.
 
-Finished jobs stay listed with their artifacts; the interrupted job is reported failed
-(not gone) and its partial files removed; jobs still queued are run after the restart.
+Finished jobs stay listed with their artifacts; the interrupted job runs again from its
+stored upload (a graceful stop puts it back in the queue without counting the attempt; a
+crash counts it, and followers get a `restart` event) and its partial files are removed;
+jobs still queued are run after the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import pwd
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from gateway_fixtures import write_audio
 from http_fixtures import HttpGateway, files_under, follow, gateway_config, sse
+from pg_fixtures import free_port, postgres_server, postgres_url, start_gateway  # noqa: F401 - fixtures
 
 from evalkit.examples import make_song
-from gateway.job_queue import INTERRUPTED, SHUTDOWN
 from launcher.embedded import LocalChain
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "restart-key"
 
 
@@ -71,54 +64,26 @@ async def artifacts_of(client: httpx.AsyncClient, job_id: str) -> dict[str, byte
 
 
 async def check_after_restart(c: httpx.AsyncClient, data: Path, done: dict, done_files: dict[str, bytes],
-                              interrupted: dict, queued: dict, message: str) -> None:
+                              interrupted: dict, queued: dict, attempts: int) -> None:
     listed = {j["id"]: j for j in (await c.get("/v1/jobs")).json()["jobs"]}
     assert set(listed) == {done["id"], interrupted["id"], queued["id"]}  # none vanished
     assert listed[done["id"]]["status"] == "done"
     assert await artifacts_of(c, done["id"]) == done_files
-    lost = listed[interrupted["id"]]
-    assert lost["status"] == "failed" and lost["error"]["message"] == message
-    assert lost["finished_at"] is not None and lost["artifacts"] == []
-    assert not (data / "jobs" / interrupted["id"]).exists()
-    # The job still queued at the stop was stored whole: it runs now.
+    # The interrupted job runs again from its stored upload, then the one still queued.
+    events = await follow(c, interrupted["links"]["events"])
+    assert events[-1][0] == "done", events[-1]
+    kinds = [e for e, _ in events]
+    # Followers are told to forget the partial output of the stopped attempt.
+    assert kinds.count("done") == 1 and kinds.count("restart") == 1
+    assert kinds.index("restart") < kinds.index("part")
+    again = (await c.get(f"/v1/jobs/{interrupted['id']}")).json()
+    assert again["attempts"] == attempts and again["error"] is None
+    assert set(await artifacts_of(c, interrupted["id"])) >= {"result.json", "tab.txt"}
     events = await follow(c, queued["links"]["events"])
     assert events[-1][0] == "done", events[-1]
     assert set(await artifacts_of(c, queued["id"])) >= {"result.json", "tab.txt"}
     leftovers = {f for f in files_under(data) if "/artifacts/" not in f}
     assert leftovers == set(), leftovers
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL server on loopback (Debian's binaries); skips without them."""
-    bindir = Path("/usr/lib/postgresql/15/bin")
-    initdb = shutil.which("initdb") or str(bindir / "initdb")
-    pg_ctl = shutil.which("pg_ctl") or str(bindir / "pg_ctl")
-    if not (Path(initdb).exists() and Path(pg_ctl).exists()):
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed")
-    if importlib.util.find_spec("psycopg") is None:
-        pytest.skip("psycopg (PostgreSQL driver) is not installed")
-    prefix: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="tabagent-pg-"))
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user")
-        os.chown(folder, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    db = folder / "db"
-    try:
-        subprocess.run([*prefix, initdb, "-D", str(db), "-A", "trust", "-U", "tabagent", "--no-sync", "-E", "UTF8"],
-                       check=True, capture_output=True)
-        subprocess.run([*prefix, pg_ctl, "-D", str(db), "-l", str(folder / "log"), "-w", "start", "-o",
-                        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"],
-                       check=True, capture_output=True)
-        yield f"postgresql://tabagent@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(db), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -135,38 +100,12 @@ async def test_graceful_stop_mid_job_then_restart(chain: LocalChain, songs: dict
         await until_progress(c, running)
         queued = await post(c, songs["short"])
         assert (await c.get(f"/v1/jobs/{queued['id']}")).json()["status"] == "queued"
-    # Stopped (grace 0) while `running` ran: it is recorded interrupted, `queued` stays queued.
+    # Stopped (grace 0) while `running` ran: it goes back to the queue, `queued` stays queued.
     async with HttpGateway(config) as gw, gw.client() as c:
-        await check_after_restart(c, data, done, done_files, running, queued, SHUTDOWN)
+        await check_after_restart(c, data, done, done_files, running, queued, attempts=1)
         assert (await c.get("/readyz")).json()["services"]["database"] == "SERVING"
         assert gw.app.state.jobs.store.url.startswith("postgresql+psycopg://" if db_url else "sqlite:///")
     assert (data / "jobs.db").exists() != bool(db_url)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def start_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed when the test ends
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", cwd=str(REPO), env=env,
-                                                stdout=out, stderr=out)
-    out.close()
-    url = f"http://127.0.0.1:{env['GATEWAY_HTTP_PORT']}/readyz"
-    async with httpx.AsyncClient(timeout=2.0) as c:
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise AssertionError(f"the gateway exited: {log.read_text()[-3000:]}")
-            try:
-                if (await c.get(url)).status_code == 200:
-                    return proc
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"the gateway did not become ready: {log.read_text()[-3000:]}")
 
 
 async def test_sigkill_mid_job_then_restart(chain: LocalChain, songs: dict[str, Path], tmp_path: Path) -> None:
@@ -194,7 +133,7 @@ async def test_sigkill_mid_job_then_restart(chain: LocalChain, songs: dict[str, 
         assert (data / "jobs" / running["id"]).exists()  # what a crash leaves: partial files
         proc = await start_gateway(env, log)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
-            await check_after_restart(c, data, done, done_files, running, queued, INTERRUPTED)
+            await check_after_restart(c, data, done, done_files, running, queued, attempts=2)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()[-3000:]
     finally:

@@ -82,9 +82,9 @@ def test_dockerfile_structure(name: str) -> None:
     assert len(all_stages) >= 3, "multi-stage: build tools stay out of the runtime image"
 
     base = resolve(final[0][1].split()[0], args)
-    if facts["gpu"]:
+    if facts["gpu"] and facts.get("cuda_from") != "pip":
         assert re.fullmatch(r"nvidia/cuda:12\.\d+(\.\d+)?-cudnn-runtime-ubuntu22\.04", base), base
-    else:
+    else:  # CPU only, or CUDA and cuDNN from pip packages (onnxruntime-gpu[cuda,cudnn])
         assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
 
     users = [rest for keyword, rest in final if keyword == "USER"]
@@ -129,6 +129,18 @@ def test_dockerfile_installs_the_services_extras(name: str) -> None:
     else:
         everything = " ".join(rest for _, rest in instructions(path))
         assert "torch" not in everything, f"{path.name} must not install torch"
+
+
+def test_transcriber_gpu_build_swaps_in_onnxruntime_gpu() -> None:
+    """The default image keeps the CPU build; ONNXRUNTIME=onnxruntime-gpu[cuda,cudnn] replaces it."""
+    path = dockerfile("transcriber")
+    args = arg_defaults(path)
+    assert args["ONNXRUNTIME"] == "onnxruntime"
+    text = " ".join(r for k, r in instructions(path) if k == "RUN")
+    assert 'if [ "${ONNXRUNTIME}" != "onnxruntime" ]' in text
+    assert "pip uninstall -y onnxruntime && pip install \"${ONNXRUNTIME}\"" in text
+    assert 'ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]>=1.21"' in path.read_text()  # the documented build
+    assert SERVICES["transcriber"]["cuda_from"] == "pip"
 
 
 def test_transcriber_installs_basic_pitch_like_install_sh() -> None:

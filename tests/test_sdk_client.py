@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway_fixtures import collect, write_audio
+from gateway_fixtures import collect, song_artifacts, write_audio
 
 from evalkit.examples import make_song
 from gateway.config import GatewayConfig
@@ -91,7 +91,7 @@ async def test_sync_client_streams_typed_events_and_writes_artifacts(chain: Loca
             notes[e.part] = notes.get(e.part, 0) + len(e.notes)
     assert notes == {k: v for k, v in done.notes.items() if v} and notes
     written = {e.name: e for e in events if isinstance(e, Artifact)}
-    assert set(written) == set(done.artifacts) == {"result.json", "tab.txt", "notes.mid", "tab.gp5", "tab.musicxml"}
+    assert set(written) == set(done.artifacts) == song_artifacts("guitar", "bass")
     for a in written.values():
         assert a.path == tmp_path / "out" / a.name and a.path.stat().st_size == a.size > 0
 

@@ -15,7 +15,7 @@ from transcriber_fixtures import (
 )
 
 from evalkit.examples import Song
-from transcriber_svc import basicpitch
+from transcriber_svc import basicpitch, notecreation
 from transcriber_svc.model import BasicPitchModel
 from transcriber_svc.streaming import WindowStream, kept_frames
 
@@ -50,6 +50,23 @@ def test_frame_times_match_model_frames_to_time() -> None:
     # Any subset of absolute indices maps the same way.
     picks = np.array([0, 171, 172, 1999, 2999])
     assert np.array_equal(basicpitch.frame_times(picks), note_creation.model_frames_to_time(n)[picks])
+
+
+def test_pitch_bends_match_get_pitch_bends() -> None:
+    # Every pitch (the window is clipped at both ends of the contour), notes of 1 to 40
+    # frames, on random contours: the same bends as basic_pitch's get_pitch_bends.
+    note_creation = basicpitch.note_creation()
+    constants = basicpitch.import_quietly("basic_pitch.constants")
+    assert (basicpitch.CONTOUR_BINS_PER_SEMITONE, basicpitch.CONTOUR_BASE_HZ) == (
+        constants.CONTOURS_BINS_PER_SEMITONE, constants.ANNOTATIONS_BASE_FREQUENCY)
+    rng = np.random.default_rng(3)
+    contours = rng.random((400, basicpitch.N_CONTOUR_BINS)).astype(np.float32)
+    notes = []
+    for freq in range(basicpitch.N_PITCHES):
+        start = int(rng.integers(0, 350))
+        notes.append(notecreation.WindowNote(start, start + 1 + freq % 40, freq, 0.5, True, start, start, False))
+    expected = note_creation.get_pitch_bends(contours, [(n.start, n.end, n.pitch, n.amplitude) for n in notes])
+    assert notecreation.pitch_bends(contours, notes) == [[int(b) for b in e[4]] for e in expected]
 
 
 @pytest.mark.parametrize("block", [1_000, 22_050, 65_537, 10**9])

@@ -28,7 +28,9 @@ N_OVERLAPPING_FRAMES = 30                               # run_inference's window
 OVERLAP_LEN = N_OVERLAPPING_FRAMES * FFT_HOP            # 7,680 samples
 HOP_SIZE = AUDIO_N_SAMPLES - OVERLAP_LEN                # 36,164 samples between windows
 N_PITCHES = 88                                          # MIDI 21..108
-N_CONTOUR_BINS = 3 * N_PITCHES                          # 1/3-semitone pitch contour
+CONTOUR_BINS_PER_SEMITONE = 3
+N_CONTOUR_BINS = CONTOUR_BINS_PER_SEMITONE * N_PITCHES  # 1/3-semitone pitch contour
+CONTOUR_BASE_HZ = 27.5                                  # ANNOTATIONS_BASE_FREQUENCY: MIDI 21
 MIDI_OFFSET = 21
 FRAMES_PER_SECOND = AUDIO_SAMPLE_RATE / FFT_HOP         # 86.13 model frames per second
 
@@ -69,7 +71,9 @@ def import_quietly(module: str) -> ModuleType:
 
 @cache
 def note_creation() -> ModuleType:
-    """basic_pitch.note_creation (get_pitch_bends, model_frames_to_time, ...)."""
+    """basic_pitch.note_creation: the reference the tests compare `frame_times` and the
+    pitch bends with. The service never imports it (it brings mir_eval, scipy.stats, librosa,
+    numba and pretty_midi: seconds of start-up)."""
     return import_quietly("basic_pitch.note_creation")
 
 
@@ -97,8 +101,9 @@ def frame_times(frames: np.ndarray) -> np.ndarray:
     Returns:
         float64 seconds, one per index.
     """
-    import librosa
-
     idx = np.asarray(frames)
-    original = librosa.core.frames_to_time(idx, sr=AUDIO_SAMPLE_RATE, hop_length=FFT_HOP)
+    # librosa.frames_to_time(idx, sr, hop_length) written out (frames_to_samples, then
+    # samples_to_time): the same integer samples and the same division, so the same floats,
+    # without importing librosa (and numba, scipy) into the service.
+    original = (idx * FFT_HOP).astype(int) / float(AUDIO_SAMPLE_RATE)
     return original - (_WINDOW_OFFSET * np.floor(idx / ANNOT_N_FRAMES))

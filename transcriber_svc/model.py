@@ -41,6 +41,49 @@ class ModelOutput:
         return out
 
 
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which onnxruntime execution providers a session asks for, and the device it reports."""
+
+    providers: list[str | tuple[str, dict[str, str]]]
+    device: str         # "cpu" or "cuda:<n>"
+    reason: str         # why, for the log line
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def choose_providers(device: str, available: list[str]) -> ProviderChoice:
+    """The providers for TRANSCRIBER_DEVICE given what this onnxruntime build offers.
+
+    Args:
+        device: "auto" (CUDA when the build has it: onnxruntime-gpu), "cpu", "cuda" or "cuda:<n>".
+        available: onnxruntime.get_available_providers().
+
+    Raises:
+        ModelError: CUDA asked for by name, and this onnxruntime has no CUDA provider.
+    """
+    if device == "cpu":
+        return ProviderChoice([CPU], "cpu", "TRANSCRIBER_DEVICE=cpu")
+    if device == "auto" and CUDA not in available:
+        return ProviderChoice([CPU], "cpu", "auto: this onnxruntime build has no CUDA provider "
+                              "(install onnxruntime-gpu for GPUs)")
+    index = device.partition(":")[2] or "0"
+    if device not in ("auto", "cuda") and not (device.startswith("cuda:") and index.isdigit()):
+        raise ModelError(f"device {device!r}: use auto, cpu, cuda or cuda:<n>")
+    if CUDA not in available:
+        raise ModelError(f"device {device!r} asked for, but onnxruntime has no CUDA provider "
+                         f"(it has {', '.join(available)}): install onnxruntime-gpu, or use TRANSCRIBER_DEVICE=cpu")
+    # CPU stays listed after CUDA: onnxruntime places the few nodes CUDA lacks there.
+    return ProviderChoice([(CUDA, {"device_id": index}), CPU], f"cuda:{index}",
+                          "auto: onnxruntime has CUDA" if device == "auto" else f"TRANSCRIBER_DEVICE={device}")
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("basic-pitch")
@@ -54,7 +97,8 @@ class BasicPitchModel:
     Args:
         path: the ONNX file; default: nmp.onnx inside the installed basic-pitch wheel.
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
-        device: "cpu", "cuda" or "auto" (CUDA when onnxruntime has it).
+        device: "cpu", "cuda", "cuda:<n>" or "auto" (CUDA when onnxruntime has it; see
+            `choose_providers`).
     """
 
     def __init__(self, path: Path | None = None, threads: int = 0, device: str = "auto") -> None:
@@ -66,24 +110,38 @@ class BasicPitchModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(0, int(threads))
         options.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        want_cuda = device.startswith("cuda") or (device == "auto" and "CUDAExecutionProvider" in available)
-        if want_cuda and "CUDAExecutionProvider" not in available:
-            raise ModelError(f"device {device!r} asked for, but onnxruntime has no CUDA provider")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        choice = choose_providers(device, ort.get_available_providers())
+        if choice.cuda and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu[cuda,cudnn] ships CUDA and cuDNN as pip packages: load them first.
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # the session below says whether CUDA works after all
+                log.warning("onnxruntime could not preload the CUDA libraries: %s", exc)
         started = time.perf_counter()
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.path), options, providers=choice.providers)
+        running = self.session.get_providers()
+        device_name = choice.device
+        if choice.cuda and running[:1] != [CUDA]:
+            # onnxruntime falls back to the CPU when the CUDA libraries do not load.
+            message = (f"onnxruntime could not start its CUDA provider (the session runs on {', '.join(running)}); "
+                       "check the NVIDIA driver and the CUDA/cuDNN libraries of onnxruntime-gpu")
+            if device != "auto":
+                raise ModelError(message)
+            log.warning("%s; running on the CPU", message)
+            device_name = "cpu"
+        self.providers = running
         self.info = ModelInfo(
             name="basic-pitch",
             version=_version(),
             backend="onnxruntime",
-            device="cuda:0" if want_cuda else "cpu",
+            device=device_name,
             sample_rate=AUDIO_SAMPLE_RATE,
         )
         self.warm = False  # set by transcriber_svc.holder.warm_up
         log.info(
-            "loaded Basic Pitch %s (%s, %s, %d threads) in %.2f s",
-            self.info.version, self.path.name, self.info.device, threads, time.perf_counter() - started,
+            "loaded Basic Pitch %s (%s) in %.2f s: runs on %s (%s; onnxruntime %s, providers %s, %d threads)",
+            self.info.version, self.path.name, time.perf_counter() - started, device_name, choice.reason,
+            ort.__version__, ", ".join(running), threads,
         )
 
     def forward(self, windows: np.ndarray) -> ModelOutput:

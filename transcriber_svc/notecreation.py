@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transcriber_svc.basicpitch import MIDI_OFFSET, N_PITCHES
+from transcriber_svc.basicpitch import (
+    CONTOUR_BASE_HZ,
+    CONTOUR_BINS_PER_SEMITONE,
+    MIDI_OFFSET,
+    N_CONTOUR_BINS,
+    N_PITCHES,
+)
 
 ENERGY_TOL = 11                 # output_to_notes_polyphonic's energy_tol (frames)
 MAX_FREQ_IDX = N_PITCHES - 1
@@ -163,6 +169,10 @@ def decode_window(
 def pitch_bends(contours: np.ndarray, notes: Sequence[WindowNote]) -> list[list[int]]:
     """Per-note pitch bends from the contour, as basic_pitch's `get_pitch_bends`.
 
+    Restated here (same window, same bin arithmetic, same argmax; a test compares it with
+    the package's) because importing `basic_pitch.note_creation` pulls in mir_eval, scipy.stats,
+    librosa, numba and pretty_midi: seconds of start-up for a 25-line function.
+
     Args:
         contours: (n, 264) contour activations, indexed like the notes' frames.
         notes: the notes.
@@ -170,8 +180,34 @@ def pitch_bends(contours: np.ndarray, notes: Sequence[WindowNote]) -> list[list[
     Returns:
         For each note, one bend per frame in 1/3-semitone steps.
     """
-    from transcriber_svc.basicpitch import note_creation
+    bends = []
+    for note in notes:
+        freq_idx = int(np.round(contour_bin(note.pitch)))
+        lo = max(freq_idx - BEND_TOLERANCE, 0)
+        hi = min(N_CONTOUR_BINS, freq_idx + BEND_TOLERANCE + 1)
+        window = _BEND_WINDOW[
+            max(0, BEND_TOLERANCE - freq_idx): _BEND_WINDOW.size
+            - max(0, freq_idx - (N_CONTOUR_BINS - BEND_TOLERANCE - 1))
+        ]
+        shift = BEND_TOLERANCE - max(0, BEND_TOLERANCE - freq_idx)
+        weighted = contours[note.start:note.end, lo:hi] * window
+        bends.append([int(b) for b in np.argmax(weighted, axis=1) - shift])
+    return bends
 
-    events = [(n.start, n.end, n.pitch, n.amplitude) for n in notes]
-    with_bends = note_creation().get_pitch_bends(contours, events)
-    return [[int(b) for b in event[4]] for event in with_bends]
+
+def contour_bin(pitch: int) -> float:
+    """The (fractional) contour bin of a MIDI pitch: basic_pitch's `midi_pitch_to_contour_bin`
+    with librosa's `midi_to_hz` written out (same float operations, same result)."""
+    hz = 440.0 * (2.0 ** ((np.asarray(pitch) - 69.0) / 12.0))
+    return float(12.0 * CONTOUR_BINS_PER_SEMITONE * np.log2(hz / CONTOUR_BASE_HZ))
+
+
+def _gaussian(length: int, std: float) -> np.ndarray:
+    """scipy.signal.windows.gaussian(length, std) (symmetric), without importing scipy.signal."""
+    n = np.arange(0, length) - (length - 1.0) / 2.0
+    return np.exp(-(n**2) / (2 * std * std))
+
+
+# get_pitch_bends's defaults: bends within 25 contour bins, weighted by a Gaussian (std 5 bins).
+BEND_TOLERANCE = 25
+_BEND_WINDOW = _gaussian(2 * BEND_TOLERANCE + 1, 5)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ def find_weights(config: VideoConfig) -> tuple[str, str] | None:
             return str(folder), folder.name
         log.warning("DIFFUSION_MODEL_DIR=%s holds no model_index.json; ignoring it", folder)
     if config.diffusion_model:
+        if not (_hub_cache(config) / ("models--" + config.diffusion_model.replace("/", "--"))).is_dir():
+            # Not cached: said without importing huggingface_hub (a second of start-up).
+            log.info("no cached weights for %s in %s", config.diffusion_model, _hub_cache(config))
+            return None
         try:
             from huggingface_hub import snapshot_download
 
@@ -57,6 +62,17 @@ def find_weights(config: VideoConfig) -> tuple[str, str] | None:
         if (Path(path) / "model_index.json").is_file():
             return path, config.diffusion_model
     return None
+
+
+def _hub_cache(config: VideoConfig) -> Path:
+    """The hub cache folder huggingface_hub reads (its own lookup of the environment)."""
+    if config.hub_cache:
+        return Path(config.hub_cache).expanduser()
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 def pick_device(spec: str) -> str:

@@ -98,6 +98,10 @@ class Layout:
         self.title_rect: Rect = (0, 0, width, max(12, int(round(0.075 * height))) & ~1)
         self.parts: list[PartLayout] = []
         self._build(parts)
+        # The top band: everything above the parts (they sit at the bottom), the title bar
+        # at its top; the hud writes the chord, bar, tempo and progress into it.
+        below = self.parts[0].panel[1] - self.margin // 2 if self.parts else self.title_rect[3]
+        self.band: Rect = (0, 0, width, max(self.title_rect[3], below) & ~1)
         staff = self.parts[0].staff if self.parts else (self.margin, 0, width - self.margin, 0)
         span = staff[2] - staff[0]
         self.pixels_per_second = span / (PAST_SECONDS + AHEAD_SECONDS)

@@ -70,36 +70,58 @@ def static_patches(layout: Layout, style: Style) -> list[OverlayPatch]:
 def _static_patches(layout: Layout, style: Style) -> list[OverlayPatch]:
     img = Image.new("RGB", (layout.width, layout.height), (0, 0, 0))
     draw = ImageDraw.Draw(img)
+    bx0, by0, bx1, by1 = layout.band
+    draw.rectangle((bx0, by0, bx1 - 1, by1 - 1), fill=style.panel)
     tx0, ty0, tx1, ty1 = layout.title_rect
-    draw.rectangle((tx0, ty0, tx1 - 1, ty1 - 1), fill=style.panel)
     tf = font(int((ty1 - ty0) * 0.55))
     title = layout.title or "Tab Agent"
     bbox = _text_size(draw, title, tf)
     draw.text((layout.margin * 2, (ty0 + ty1 - (bbox[3] - bbox[1])) // 2 - bbox[1]), title, font=tf, fill=style.text)
+    # Under the title: the parts with their tunings, and the style (the right side of the
+    # band is the hud's: chord, bar, tempo).
     small = font(int((ty1 - ty0) * 0.34))
-    info = " · ".join([p.name for p in layout.parts] + [style.name.replace("_", " ")])
-    ib = _text_size(draw, info, small)
-    draw.text(
-        (tx1 - layout.margin * 2 - (ib[2] - ib[0]), (ty0 + ty1 - (ib[3] - ib[1])) // 2 - ib[1]),
-        info,
-        font=small,
-        fill=mix_color(style.text, style.panel, 0.3),
-    )
-    patches = [OverlayPatch.from_rgb(np.asarray(img), *layout.title_rect)]
+    lines = [f"{p.name}  {' '.join(midi_to_note_name(s)[:-1] for s in p.tuning.strings)}"
+             + (f"  capo {p.tuning.capo}" if p.tuning.capo else "") for p in layout.parts]
+    y = ty1
+    for line in [" \u00b7 ".join(lines), style.name.replace("_", " ")]:
+        ib = _text_size(draw, line, small)
+        if y + (ib[3] - ib[1]) > by1 - layout.margin - 4:
+            break
+        draw.text((layout.margin * 2, y - ib[1]), line, font=small, fill=mix_color(style.text, style.panel, 0.3))
+        y += (ib[3] - ib[1]) + layout.margin // 2
+    patches = [OverlayPatch.from_rgb(np.asarray(img), *layout.band)]
     for part in layout.parts:
         _draw_part(draw, part, layout, style)
         patches.append(OverlayPatch.from_rgb(np.asarray(img), *part.panel))
     return patches
 
 
+def header_size(p: PartLayout) -> int:
+    """Pixel size of a part's header text."""
+    return int(p.spacing * 0.85)
+
+
+def part_header(p: PartLayout) -> str:
+    """The header of a part's panel: its name, its strings' notes, its capo."""
+    names = [midi_to_note_name(s)[:-1] for s in p.tuning.strings]
+    capo = f"  capo {p.tuning.capo}" if p.tuning.capo else ""
+    return f"{p.name.upper()}   {' '.join(names)}{capo}"
+
+
+def header_end(p: PartLayout, layout: Layout) -> int:
+    """x where a part's header text ends (the hud writes chord names right of it)."""
+    with _TEXT_LOCK:
+        probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+        b = probe.textbbox((0, 0), part_header(p), font=font(header_size(p)))
+    return p.header[0] + layout.margin + int(b[2]) + layout.margin
+
+
 def _draw_part(draw: ImageDraw.ImageDraw, p: PartLayout, layout: Layout, style: Style) -> None:
     x0, y0, x1, y1 = p.panel
     draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=style.panel)
-    hf = font(int(p.spacing * 0.85))
+    hf = font(header_size(p))
     names = [midi_to_note_name(s)[:-1] for s in p.tuning.strings]
-    capo = f"  capo {p.tuning.capo}" if p.tuning.capo else ""
-    header = f"{p.name.upper()}   {' '.join(names)}{capo}"
-    draw.text((p.header[0] + layout.margin, p.header[1]), header, font=hf, fill=style.text)
+    draw.text((p.header[0] + layout.margin, p.header[1]), part_header(p), font=hf, fill=style.text)
     # Staff: one line per string, the highest string on top, names at the left.
     sx0, sy0, sx1, sy1 = p.staff
     lw = max(1, p.spacing // 14)

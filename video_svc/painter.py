@@ -5,6 +5,7 @@ from __future__ import annotations
 from tabagent.notes import Note
 from video_svc.background import Background
 from video_svc.canvas import Canvas, Scaler, yuv_of
+from video_svc.hud import Hud
 from video_svc.layout import Highlight, Layout
 from video_svc.motion import Cue
 from video_svc.overlay import SpriteBook, mix_color, static_patches
@@ -26,7 +27,9 @@ class FramePainter:
         reference: draw with the slower reference path (tests and benchmarks).
     """
 
-    def __init__(self, layout: Layout, style: Style, background: Background, reference: bool = False) -> None:
+    def __init__(
+        self, layout: Layout, style: Style, background: Background, expected_seconds: float = 0.0, reference: bool = False
+    ) -> None:
         if layout.notes is None:
             raise ValueError("the painter needs a layout with notes")
         self.layout = layout
@@ -38,6 +41,7 @@ class FramePainter:
         self._scaler = None if reference else Scaler(layout.width, layout.height)
         self.patches = static_patches(layout, style)
         self.sprites = SpriteBook(layout, style)
+        self.hud = Hud(layout, style, self.timeline, expected_seconds)
         self.bar_yuv = yuv_of(mix_color(style.line, style.text, 0.5))
         self.beat_yuv = yuv_of(mix_color(style.fret, style.panel, 0.45))
         self.playhead_yuv = yuv_of(style.highlight)
@@ -61,6 +65,7 @@ class FramePainter:
         highlights = lay.highlighted(cue.t)
         for i, _ in enumerate(lay.parts):
             self._paint_part(canvas, i, cue, [h for h in highlights if h.part == lay.parts[i].name])
+        self.hud.paint(canvas, cue.t)
         return canvas
 
     def _paint_part(self, canvas: Canvas, index: int, cue: Cue, highlights: list[Highlight]) -> None:

@@ -72,6 +72,9 @@ class NoteTimeline:
         self.downbeats: list[float] = []
         self.beats_per_bar = 4
         self.tempo = 0.0
+        self.first_beat: float | None = None
+        self.bar_base: int | None = None     # bars of the tab before the first downbeat (see add_beats)
+        self._downbeats_dropped = 0
         self._ignored: set[str] = set()
 
     # -- input -------------------------------------------------------------------------
@@ -153,6 +156,11 @@ class NoteTimeline:
             self.beats_per_bar = int(msg.beats_per_bar)
         if msg.tempo > 0:
             self.tempo = float(msg.tempo)
+        if self.beat_times and self.first_beat is None:
+            self.first_beat = self.beat_times[0]
+        if self.bar_base is None and self.downbeats and self.first_beat is not None and self.tempo > 0:
+            self.bar_base = _bars_before(self.first_beat, self.downbeats[0], self.tempo, self.beats_per_bar,
+                                         bisect.bisect_left(self.beat_times, self.downbeats[0] - 1e-3))
 
     def freeze(self) -> list[tuple[str, Tuning]]:
         """Fix the parts shown (called at the first frame); returns them in display order."""
@@ -205,6 +213,28 @@ class NoteTimeline:
             return j < len(self.downbeats) and abs(self.downbeats[j] - t) <= 1e-3
         return index % self.beats_per_bar == 0
 
+    def bar_at(self, t: float) -> tuple[int, float, float] | None:
+        """(number, start, end) of the tab's bar sounding at `t` (numbered as tab.musicxml and
+        tab.pdf number it: a pickup is bar 0, not shown), or None before the beats are known."""
+        if self.bar_base is None:
+            return None
+        i = bisect.bisect_right(self.downbeats, t)
+        period = 60.0 / self.tempo if self.tempo > 0 else 0.5
+        length = self.beats_per_bar * period
+        if i == 0:
+            start = self.downbeats[0] if self.downbeats else t
+            return (self.bar_base, start - length, start) if self.bar_base > 0 else None
+        start = self.downbeats[i - 1]
+        end = self.downbeats[i] if i < len(self.downbeats) else start + length
+        return self.bar_base + self._downbeats_dropped + i, start, end
+
+    def bar_number(self, downbeat: float) -> int | None:
+        """The tab's number of the bar starting at `downbeat` (a time among the downbeats)."""
+        if self.bar_base is None:
+            return None
+        i = bisect.bisect_left(self.downbeats, downbeat - 1e-3)
+        return self.bar_base + self._downbeats_dropped + i + 1
+
     def last_beat(self, t: float) -> float | None:
         """The latest beat at or before `t`, if any."""
         i = bisect.bisect_right(self.beat_times, t)
@@ -222,3 +252,19 @@ class NoteTimeline:
         d = bisect.bisect_left(self.downbeats, before)
         if d > 0:
             del self.downbeats[:d]
+            self._downbeats_dropped += d
+
+
+def _bars_before(first_beat: float, downbeat: float, tempo: float, per_bar: int, beats_before: int) -> int:
+    """How many numbered bars the tab has before the one starting at the first downbeat.
+
+    The tabs are written in score time (tabagent.scoretime): beat k of the song sits at
+    first_beat + k beats of the tempo, bars are counted from time 0, and the steps before
+    the first downbeat make a pickup, bar 0 (as tab.musicxml and tab.pdf number it).
+    """
+    period = 60.0 / tempo
+    bar = per_bar * period
+    step = period / 4
+    at = first_beat + beats_before * period          # the first downbeat in score time
+    phase = int(math.floor((at % bar) / step + 0.5)) % (per_bar * 4)
+    return int(round((at - phase * step) / bar))

@@ -1,4 +1,4 @@
-"""The job routes: upload a song, follow its events (SSE), download artifacts, cancel."""
+"""The job routes: upload a song, follow its events (SSE), download artifacts, cancel; each user their own jobs."""
 
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ from starlette.requests import ClientDisconnect
 from gateway.artifacts import content_disposition, download_name
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
-from gateway.events import END_TYPES, KEEPALIVE_SECONDS, JobEvent
+from gateway.events import END_TYPES, JobEvent
 from gateway.http_api.errors import ERRORS
 from gateway.http_api.schemas import ErrorBody, JobList, JobView, job_path, job_view
 from gateway.job_queue import UPLOAD, JobManager
+from gateway.keys import Principal
 from gateway.options import OPTION_DOCS, parse_options
 from gateway.spec import spec_from_config
-from gateway.store import STATUSES, JobRecord, JobStore
+from gateway.store import QUEUED, STATUSES, JobRecord, JobStore
 from gateway.upload import check_length, probe, receive_multipart, receive_raw
 from tabagent.errors import BadConfig, Cancelled
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-POLL_SECONDS = 1.0      # how often SSE re-reads a job another process runs
 
 _UPLOAD_DOC: dict[str, Any] = {
     "parameters": [
@@ -64,32 +64,36 @@ def router(config: GatewayConfig, manager: JobManager, store: JobStore, auth: Au
 
     Args:
         config: limits (upload size, song length).
-        manager: the job queue.
-        store: the job store (jobs another gateway process runs are read from it).
-        auth: the API key check.
+        manager: the job queue (jobs run here or on another replica sharing the store).
+        store: the job store.
+        auth: the API key check; a user sees only their own jobs, an admin every job.
     """
     routes = APIRouter(tags=["jobs"])
     key = Depends(auth.require_key)
     key_or_link = Depends(auth.require_key_or_link)
 
-    async def lookup(job_id: str) -> tuple[JobRecord, Any]:
+    async def lookup(job_id: str, who: Principal) -> tuple[JobRecord, Any]:
         if not JOB_ID.match(job_id):
             raise _not_found(job_id)
         record, live = await manager.get(job_id)
-        if record is None:
-            raise _not_found(job_id)
+        if record is None or not who.may_see(record.owner):
+            raise _not_found(job_id)  # another user's job does not exist for this caller
         return record, live
 
-    def view(record: JobRecord, live: Any) -> JobView:
-        return job_view(record, live, auth, manager.position(record.id))
+    def view(record: JobRecord, live: Any, positions: dict[str, int] | None = None) -> JobView:
+        return job_view(record, live, auth, (positions or {}).get(record.id, 0))
 
-    @routes.post("/v1/jobs", status_code=202, response_model=JobView, dependencies=[key],
+    async def fresh_view(record: JobRecord, live: Any) -> JobView:
+        return view(record, live, await manager.positions() if record.status == QUEUED else None)
+
+    @routes.post("/v1/jobs", status_code=202, response_model=JobView,
                  summary="Upload a song; the job is queued", openapi_extra=_UPLOAD_DOC,
                  responses={**ERRORS, 413: {"model": ErrorBody, "description": "upload or song too long"},
                             415: {"model": ErrorBody, "description": "not audio"},
                             422: {"model": ErrorBody, "description": "bad options"},
-                            429: {"model": ErrorBody, "description": "busy; see Retry-After"}})
-    async def create_job(request: Request) -> JSONResponse:
+                            429: {"model": ErrorBody, "description": "busy; Retry-After says when to "
+                                                                     "retry (from how fast the queue drains)"}})
+    async def create_job(request: Request, who: Principal = key) -> JSONResponse:
         ctype = request.headers.get("content-type", "")
         multipart = ctype.lower().startswith("multipart/form-data")
         limit = config.max_upload_bytes
@@ -102,7 +106,7 @@ def router(config: GatewayConfig, manager: JobManager, store: JobStore, auth: Au
                             "the song in 'file', or the song as the raw body")
         if not multipart:
             parse_options(query)  # refuse bad options before reading a raw body
-        reservation = manager.reserve()
+        reservation = await manager.reserve()
         job_id, jobdir = manager.new_job_dir()
         accepted = False
         try:
@@ -121,86 +125,67 @@ def router(config: GatewayConfig, manager: JobManager, store: JobStore, auth: Au
             filename = Path(got.filename or (fields.get("filename") or [""])[-1]).name
             spec_from_config(options.to_config(filename), job_id)
             info = await asyncio.to_thread(probe, upload, config.max_seconds)
-            live = await manager.submit(reservation, job_id, options, filename, got.size, info)
+            record = await manager.submit(reservation, job_id, options, filename, got.size, info, owner=who.user)
             accepted = True
         finally:
             reservation.release()
             if not accepted:
                 shutil.rmtree(jobdir, ignore_errors=True)
-        return JSONResponse(view(live.record, live).model_dump(mode="json"), status_code=202,
+        return JSONResponse((await fresh_view(record, None)).model_dump(mode="json"), status_code=202,
                             headers={"Location": job_path(job_id)})
 
-    @routes.get("/v1/jobs", response_model=JobList, dependencies=[key], responses=ERRORS,
-                summary="Jobs, newest first")
+    @routes.get("/v1/jobs", response_model=JobList, responses=ERRORS,
+                summary="Your jobs (an admin key: everyone's), newest first")
     async def list_jobs(status: str | None = Query(None, description=f"one of {', '.join(STATUSES)}"),
-                        limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> JobList:
+                        limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                        batch: str | None = Query(None, description="only the jobs of this batch"),
+                        who: Principal = key) -> JobList:
         if status is not None and status not in STATUSES:
             raise BadConfig(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        records, total = await manager.find(status, limit, offset)
-        return JobList(jobs=[view(r, manager.live.get(r.id)) for r in records], total=total,
+        records, total = await manager.find(status, limit, offset, None if who.admin else who.user, batch)
+        positions = await manager.positions() if any(r.status == QUEUED for r in records) else {}
+        return JobList(jobs=[view(r, manager.live.get(r.id), positions) for r in records], total=total,
                        limit=limit, offset=offset)
 
-    @routes.get("/v1/jobs/{job_id}", response_model=JobView, dependencies=[key],
+    @routes.get("/v1/jobs/{job_id}", response_model=JobView,
                 responses=ERRORS, summary="A job's status, per-stage progress, note counts and artifacts")
-    async def get_job(job_id: str) -> JobView:
-        return view(*await lookup(job_id))
+    async def get_job(job_id: str, who: Principal = key) -> JobView:
+        return await fresh_view(*await lookup(job_id, who))
 
-    @routes.get("/v1/jobs/{job_id}/events", dependencies=[key_or_link], responses=ERRORS,
-                response_class=StreamingResponse,
-                summary="Server-Sent Events: status, progress, part, notes, video; ends with done, failed "
-                        "or cancelled (whose data is the job). Replays from the start (or Last-Event-ID).")
+    @routes.get("/v1/jobs/{job_id}/events", responses=ERRORS, response_class=StreamingResponse,
+                summary="Server-Sent Events: status, progress, part, notes, video, restart (forget what the "
+                        "job said so far: a gateway stopped and it starts again); ends with done, failed or "
+                        "cancelled (whose data is the job). Replays from the start (or Last-Event-ID), "
+                        "from any gateway replica.")
     async def job_events(job_id: str, request: Request,
-                         after: int = Query(0, ge=0, description="replay events after this id")) -> StreamingResponse:
-        record, live = await lookup(job_id)
+                         after: int = Query(0, ge=0, description="replay events after this id"),
+                         who: Principal = key_or_link) -> StreamingResponse:
+        await lookup(job_id, who)
         last = request.headers.get("last-event-id", "")
         start = int(last) if last.isdigit() else after
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
-            if live is None:  # finished before this process started (or run by another process)
-                async for ev in record_events(record):
-                    yield ev.sse() if ev is not None else ": keepalive\n\n"
-                return
-            async for ev in live.log.follow(start):
+            async for ev in manager.follow(job_id, start):
                 if ev is None:
                     yield ": keepalive\n\n"
                 elif ev.type in END_TYPES:
-                    yield JobEvent(ev.seq, ev.type, view(live.record, live).model_dump(mode="json")).sse()
+                    record, live = await manager.get(job_id)
+                    data = view(record, live).model_dump(mode="json") if record is not None else ev.data
+                    yield JobEvent(ev.seq, ev.type, data).sse()
                 else:
                     yield ev.sse()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def record_events(record: JobRecord) -> AsyncIterator[JobEvent | None]:
-        """Events of a job this process holds no log of: its status as the store has it,
-        followed until it ends (another gateway sharing the database may be running it)."""
-        seq, last, idle = 0, "", 0.0
-        while True:
-            if record.status != last:
-                seq += 1
-                last = record.status
-                yield JobEvent(seq, "status", {"status": record.status})
-            if record.finished:
-                yield JobEvent(seq + 1, record.status, view(record, None).model_dump(mode="json"))
-                return
-            await asyncio.sleep(POLL_SECONDS)
-            idle += POLL_SECONDS
-            if idle >= KEEPALIVE_SECONDS:
-                idle = 0.0
-                yield None
-            fresh = await asyncio.to_thread(store.get, record.id)
-            if fresh is None:
-                return
-            record = fresh
-
-    @routes.get("/v1/jobs/{job_id}/artifacts/{name}", dependencies=[key_or_link],
-                responses=ERRORS, response_class=FileResponse,
+    @routes.get("/v1/jobs/{job_id}/artifacts/{name}", responses=ERRORS, response_class=FileResponse,
                 summary="Download an artifact (result.json, tab.txt, tab.gp5, tab.musicxml, notes.mid, "
                         "video.mp4, stem-*.flac); Range requests work")
     async def get_artifact(job_id: str, name: str,
-                           download: bool = Query(False, description="as an attachment")) -> FileResponse:
-        record, _ = await lookup(job_id)
+                           download: bool = Query(False, description="as an attachment"),
+                           who: Principal = key_or_link) -> FileResponse:
+        record, _ = await lookup(job_id, who)
         entry = record.artifact(name)
         if entry is None:
             names = ", ".join(a["name"] for a in record.artifacts) or "none yet"
@@ -216,11 +201,11 @@ def router(config: GatewayConfig, manager: JobManager, store: JobStore, auth: Au
         return FileResponse(path, media_type=entry["content_type"],
                             headers={"Content-Disposition": disposition})
 
-    @routes.delete("/v1/jobs/{job_id}", dependencies=[key], status_code=204,
+    @routes.delete("/v1/jobs/{job_id}", status_code=204,
                    responses={**ERRORS, 202: {"model": JobView, "description": "the job was cancelled"}},
                    summary="Cancel a queued or running job (202), or remove a finished one and its files (204)")
-    async def delete_job(job_id: str) -> Response:
-        await lookup(job_id)
+    async def delete_job(job_id: str, who: Principal = key) -> Response:
+        await lookup(job_id, who)
         outcome = await manager.cancel_or_remove(job_id)
         if outcome is None:
             raise _not_found(job_id)

@@ -57,7 +57,11 @@ class JobView(BaseModel):
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     error: JobError | None = None
-    links: dict[str, str] = Field(default_factory=dict, description="self, events (signed when a key is set)")
+    owner: str = Field("", description="the user whose API key made the job")
+    batch_id: str = Field("", description="the batch it was uploaded in, if any")
+    attempts: int = Field(0, description="times it was started (more than 1: a gateway stopped while it ran)")
+    links: dict[str, str] = Field(default_factory=dict, description="self, events (signed when a key is set)"
+                                  ", batch")
 
 
 class JobList(BaseModel):
@@ -67,6 +71,31 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class BatchJob(BaseModel):
+    """One song of a batch: its job's id, file, status and links."""
+
+    id: str
+    filename: str
+    status: str
+    error: JobError | None = None
+    links: dict[str, str] = Field(default_factory=dict, description="self, events, and each artifact once done")
+
+
+class BatchView(BaseModel):
+    """Songs uploaded together: one status for all, the count per status, and each job."""
+
+    id: str
+    status: str = Field(description="queued, running, done (all done), partial (some failed), failed "
+                                    "(none done) or cancelled")
+    created_at: dt.datetime
+    title: str = ""
+    owner: str = ""
+    total: int
+    counts: dict[str, int] = Field(description="jobs per status")
+    jobs: list[BatchJob]
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 class ErrorDetail(BaseModel):
@@ -114,5 +143,25 @@ def job_view(record: JobRecord, live: LiveJob | None, auth: Auth, position: int 
         wall_seconds=record.wall_seconds, queue_position=position, stages=stages, notes=notes,
         artifacts=artifacts, warnings=record.warnings,
         error=JobError(message=record.error, status=record.error_status) if record.error else None,
-        links={"self": base, "events": auth.link(f"{base}/events")},
+        owner=record.owner, batch_id=record.batch_id, attempts=record.attempts,
+        links={"self": base, "events": auth.link(f"{base}/events"),
+               **({"batch": batch_path(record.batch_id)} if record.batch_id else {})},
     )
+
+
+def batch_path(batch_id: str) -> str:
+    """The URL path of a batch."""
+    return f"/v1/batches/{batch_id}"
+
+
+def batch_status(counts: dict[str, int]) -> str:
+    """One status for a batch from its jobs' statuses."""
+    total = sum(counts.values())
+    unfinished = counts.get("queued", 0) + counts.get("running", 0)
+    if unfinished:
+        return "queued" if counts.get("queued", 0) == total else "running"
+    if counts.get("done", 0) == total:
+        return "done"
+    if counts.get("cancelled", 0) == total:
+        return "cancelled"
+    return "partial" if counts.get("done", 0) else "failed"

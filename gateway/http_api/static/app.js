@@ -1,9 +1,16 @@
-// The Tab Agent page: upload a song, follow its job over Server-Sent Events, show tab, video, downloads.
+// The Tab Agent page: upload a song, follow its job over Server-Sent Events, practise with its
+// tab in the player (running or done), the video, downloads.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "tabagent-api-key";
-let current = null;   // { id, source: EventSource, parts: {name: part}, duration }
+const DRAFT_SECONDS = 5;   // a running job's draft tab is refreshed at most this often
+let current = null;   // { id, source: EventSource, parts: {name: part}, duration, status, draftAt, draftTimer }
+
+function keyRequired() {
+  const meta = document.querySelector('meta[name="tabagent-auth"]');
+  return !!meta && meta.content === "required";
+}
 
 function apiKey() {
   return $("api-key").value.trim();
@@ -33,6 +40,24 @@ function showError(message) {
   const box = $("error");
   box.textContent = message || "";
   box.hidden = !message;
+}
+
+// Warnings of the job (the separator's fallback first: it shapes everything after it).
+function showWarnings(warnings) {
+  const box = $("warnings");
+  const list = [...(warnings || [])].sort((a, b) => (b.startsWith("separator") ? 1 : 0) - (a.startsWith("separator") ? 1 : 0));
+  box.innerHTML = "";
+  for (const w of list) {
+    const p = document.createElement("p");
+    if (w.startsWith("separator")) {
+      const strong = document.createElement("strong");
+      strong.textContent = "Separation fell back to DSP: ";
+      p.append(strong);
+    }
+    p.append(w);
+    box.appendChild(p);
+  }
+  box.hidden = !list.length;
 }
 
 function formatSize(n) {
@@ -153,10 +178,48 @@ function onNotes(data) {
   part.notes.push(...data.notes);
   part.finalUntil = Math.max(part.finalUntil, data.final_until);
   drawPart(part);
+  scheduleDraft();
+}
+
+// -- the tab player ------------------------------------------------------------------------------
+
+async function loadPlayer() {
+  if (!current) return;
+  const id = current.id;
+  try {
+    const data = await (await api(`/v1/jobs/${id}/player`)).json();
+    if (!current || current.id !== id) return;
+    $("player").hidden = false;
+    showWarnings(data.warnings);
+    await TabPlayer.show($("player"), data);
+  } catch (err) {
+    if (err.status === 409) return;   // queued: nothing to play yet
+    const box = $("pl-message");
+    box.textContent = `Tab player: ${err.message}`;
+    box.hidden = false;
+    $("player").hidden = false;
+  }
+}
+
+// While the job runs, the player shows a draft of what is final so far, refreshed now and
+// then (never in the middle of playing: it would jump).
+function scheduleDraft() {
+  if (!current || current.status === "done" || current.draftTimer) return;
+  const wait = Math.max(0, DRAFT_SECONDS * 1000 - (Date.now() - (current.draftAt || 0)));
+  current.draftTimer = setTimeout(async () => {
+    if (!current) return;
+    current.draftTimer = null;
+    if (current.status === "done") return;
+    if (TabPlayer.playing()) { scheduleDraft(); return; }
+    current.draftAt = Date.now();
+    await loadPlayer();
+  }, wait);
 }
 
 async function showResult(job) {
   $("result").hidden = false;
+  $("live").hidden = true;   // the finished tab is in the player (and tab.txt below), shown once
+  showWarnings(job.warnings);
   const list = $("artifacts");
   list.innerHTML = "";
   let video = null;
@@ -188,30 +251,50 @@ async function showResult(job) {
 
 function onEnd(kind, job) {
   if (current && current.source) current.source.close();
+  if (current) {
+    current.status = kind;
+    clearTimeout(current.draftTimer);
+    current.draftTimer = null;
+  }
   const detail = job.error ? job.error.message : `${job.seconds.toFixed(1)} s of audio in ${job.wall_seconds.toFixed(1)} s`;
   setStatus(kind, detail);
-  if (kind === "done") showResult(job);
+  if (kind === "done") {
+    showResult(job);
+    loadPlayer();
+  }
   refreshJobs();
 }
 
 function openJob(job) {
   if (current && current.source) current.source.close();
-  current = { id: job.id, parts: {}, duration: job.duration || 0, source: null };
+  if (current) clearTimeout(current.draftTimer);
+  if (current && current.id !== job.id) TabPlayer.pause();
+  current = { id: job.id, parts: {}, duration: job.duration || 0, source: null, status: job.status,
+              draftAt: 0, draftTimer: null };
   $("job").hidden = false;
   $("job-id").textContent = job.id;
   $("stages").innerHTML = "";
   $("live-tab").innerHTML = "";
+  $("live").hidden = false;
   $("result").hidden = true;
+  $("player").hidden = true;
+  $("pl-message").hidden = true;
+  showWarnings(job.warnings);
   $("tab-txt").textContent = "";
   $("video").removeAttribute("src");
   setStatus(job.status);
+  $("job").scrollIntoView({ behavior: "smooth", block: "start" });
   const source = new EventSource(job.links.events);
   current.source = source;
   const parse = (handler) => (ev) => {
     if (!current || current.source !== source) return;
     handler(JSON.parse(ev.data));
   };
-  source.addEventListener("status", parse((d) => setStatus(d.status)));
+  source.addEventListener("status", parse((d) => {
+    setStatus(d.status);
+    current.status = d.status;
+    if (d.status === "running") scheduleDraft();
+  }));
   source.addEventListener("progress", parse(onProgress));
   source.addEventListener("part", parse(onPart));
   source.addEventListener("notes", parse(onNotes));
@@ -238,6 +321,11 @@ async function cancelJob() {
 
 async function refreshJobs() {
   const body = document.querySelector("#jobs tbody");
+  if (keyRequired() && !apiKey()) {
+    body.innerHTML = "";
+    $("jobs-note").textContent = "Enter the API key to see jobs.";
+    return;
+  }
   try {
     const list = await (await api("/v1/jobs?limit=20")).json();
     body.innerHTML = "";

@@ -32,12 +32,15 @@ const TabView = (() => {
       grid[n.string][col] = String(n.fret);
     }
     const width = Math.max(...names.map((s) => s.length));
+    // Every column is one wider than the widest fret, so "10" and "12" never run together.
+    let cell = 2;
+    for (const row of grid) for (const c of row) cell = Math.max(cell, c.length + 1);
     const blocks = [];
     for (let from = 0; from < cells; from += CELLS_PER_LINE) {
       const to = Math.min(cells, from + CELLS_PER_LINE);
       const lines = [`${(from / CELLS_PER_SECOND).toFixed(0)} s`];
       for (let s = strings - 1; s >= 0; s--) {
-        const row = grid[s].slice(from, to).map((c) => (c.length > 1 ? c : c + "-")).join("");
+        const row = grid[s].slice(from, to).map((c) => c.padEnd(cell, "-")).join("");
         lines.push(`${names[s].padEnd(width)}|${row}|`);
       }
       blocks.push(lines.join("\n"));
