@@ -40,9 +40,11 @@ bench: install
 	$(PY) bench/run_all.py
 
 # The chain's and the transcriber's onset F1 on mixes and isolated stems (docs/ACCURACY.md);
-# --bench adds FluidSynth and a GM soundfont for the soundfont-rendered mixes.
+# --bench adds FluidSynth and two GM soundfonts for the soundfont-rendered mixes. About
+# 25 min on 2 cores from scratch (renders are cached in ~/.cache/tabagent/families).
 accuracy: install
 	@scripts/install.sh --bench
+	$(PY) bench/family_accuracy.py --write
 	$(PY) bench/chain_accuracy.py --write
 	$(PY) bench/stem_accuracy.py --write
 

@@ -27,12 +27,14 @@ from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, select
 
 from evalkit import synth  # noqa: E402
 from evalkit.scoring import count_collisions  # noqa: E402
+from tabagent import tuning as tunings  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 
 ABOUT = (
     "`tabagent run`'s embedded chain (DSP separator as shipped, Basic Pitch, bass",
-    "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix,",
-    "both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
+    "post-processing, the gateway's bleed filter) against raw Basic Pitch on the whole mix",
+    "(its notes limited to the part's range: standard tuning's lowest open string to its",
+    "highest fret), both scored with mir_eval onset F1 (50 ms, pitch within 50 cents) against each part's",
     "true notes. Synthesised mixes (synth) come from `evalkit.examples`; the Slakh mixes",
     "(slakh) are the shared track's guitar (S08) and bass (S04) stems with drums rendered",
     "from its drum MIDI, in 30 s excerpts (skipped when ../shared/data is absent); gm-synth",
@@ -86,7 +88,8 @@ def main() -> int:
         raw = raw_basic_pitch(mix.audio)
         for part in ("guitar", "bass"):
             p, r, f = onset_f1(mix.truth[part], results[mix.name][part])
-            _, _, fr = onset_f1(mix.truth[part], raw)
+            tuning = tunings.standard(part)
+            _, _, fr = onset_f1(mix.truth[part], [n for n in raw if tuning.lowest <= n.pitch <= tuning.highest])
             c = count_collisions(results[mix.name][part])
             rows.append((mix.group, part, f, fr))
             lines.append(f"{mix.name:<28} {part:<7} {f:8.3f} {p:5.2f} {r:5.2f} {fr:10.3f} {c:10d}")

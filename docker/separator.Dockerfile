@@ -3,8 +3,14 @@
 #
 #   docker build -f docker/separator.Dockerfile -t ghcr.io/tabagent/separator:0.1.0 .
 #
-# No weights inside: they come from the model volume (DEMUCS_MODEL_DIR=/models/demucs,
-# HF_HUB_OFFLINE=1); without them the service runs its DSP fallback and says so.
+# No weights inside by default: they come from the model volume (DEMUCS_MODEL_DIR=
+# /models/demucs), from k8s/components/pull-models' init container, or are downloaded on
+# first use where the network allows; without them the service runs its DSP fallback and
+# says so. To bake weights in (fetched with the image's own `tabagent models pull`,
+# checksummed, into the image's torch cache, /opt/torch):
+#
+#   docker build -f docker/separator.Dockerfile --build-arg DEMUCS_MODELS="htdemucs_6s htdemucs" ...
+#
 # The same image runs on CPU nodes (SEPARATOR_DEVICE=cpu).
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
@@ -27,6 +33,11 @@ COPY pyproject.toml README.md ./
 COPY tabagent ./tabagent
 COPY separator_svc ./separator_svc
 RUN pip install ".[separator]"
+ARG DEMUCS_MODELS=""
+RUN mkdir -p /opt/torch \
+    && if [ -n "${DEMUCS_MODELS}" ]; then \
+         TORCH_HOME=/opt/torch TABAGENT_OFFLINE=0 tabagent models pull --quiet ${DEMUCS_MODELS}; \
+       fi
 
 FROM ${CUDA_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
@@ -36,7 +47,9 @@ RUN apt-get update \
     && groupadd --gid 10001 tabagent \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin tabagent
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/torch /opt/torch
 ENV PATH=/opt/venv/bin:$PATH \
+    TORCH_HOME=/opt/torch \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp

@@ -51,12 +51,15 @@ def transcribe(
         audio: the stem.
         instrument: "guitar" or "bass" (standard tuning).
         block: samples per push.
-        post: post-processing settings; the instrument's defaults when omitted.
+        post: post-processing settings; when omitted, the instrument's defaults for an
+            isolated stem (what this module evaluates).
 
     Returns:
         (raw decoded notes, final notes the service would send incl. out of range).
     """
-    tracker = NoteTracker(tunings.standard(instrument), instrument, post=post, keep_raw=True)
+    tuning = tunings.standard(instrument)
+    post = post or PostSettings.for_instrument(instrument, tuning, isolated=True)
+    tracker = NoteTracker(tuning, instrument, post=post, keep_raw=True)
     final: list[Note] = []
     for start in range(0, audio.size, block):
         out = tracker.add_outputs(model.forward_each(tracker.push_audio(audio[start : start + block])))
@@ -138,7 +141,7 @@ def ablation(model: BasicPitchModel, audio: np.ndarray, reference: list[Note]) -
     variants = {
         "octave repair only": PostSettings(bass, monophonic=False, octave_repair=True),
         "monophony only": PostSettings(bass, monophonic=True, octave_repair=False),
-        "both (default)": PostSettings.for_instrument("bass", bass),
+        "both (default)": PostSettings.for_instrument("bass", bass, isolated=True),
     }
     return {name: onset_scores(reference, transcribe(model, audio, "bass", post=post)[1]) for name, post in variants.items()}
 

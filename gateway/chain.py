@@ -32,6 +32,7 @@ from gateway.failover import END as _END
 from gateway.failover import Replay, backoff, retryable
 from gateway.partsplit import PartSplit
 from gateway.spec import PartResult, SongResult, SongSpec
+from gateway.stereo import StereoField
 from gateway.stereo_split import PARTS as SPLIT_PARTS
 from gateway.stereo_split import StereoSplit
 from gateway.videobeats import EarlyBars, Gate, VideoBeats
@@ -89,6 +90,12 @@ def stem_for_part(instrument: str, sources: list[str]) -> str:
     return "other"
 
 
+def isolated_stem(instrument: str, model: audio_pb2.ModelInfo, sources: list[str]) -> bool:
+    """Whether a part's stem holds its instrument alone: a real model's own source of that
+    name (htdemucs_6s's "guitar"), not the DSP fallback's band split nor a 4-stem "other"."""
+    return model.backend != "dsp" and not model.fallback and instrument in sources
+
+
 def stems_to_request(instruments: list[str]) -> list[str]:
     """The stems a song's parts need, by names every separator model serves.
 
@@ -129,7 +136,11 @@ class Chain:
         # Set once the decoder has produced audio: the file is readable, within limits.
         self._audio = asyncio.Event()
         self._want_video = spec.video and stubs.video is not None
-        self._bleed = BleedFilter({p.name: p.instrument for p in spec.parts})
+        instruments = {p.name: p.instrument for p in spec.parts}
+        # The mix's stereo field, for telling the bass's echo from the guitar's own notes.
+        kinds = set(instruments.values())
+        self._stereo = StereoField() if "bass" in kinds and kinds - {"bass"} else None
+        self._bleed = BleedFilter(instruments, stereo=self._stereo)
         # --parts lead,rhythm: the guitar stem split by stereo position, each note then
         # kept in one of the two parts (gateway.stereo_split, gateway.partsplit).
         names = {p.name for p in spec.parts}
@@ -146,6 +157,7 @@ class Chain:
         # separator slot that songs waiting for transcriber slots hold (a deadlock across
         # songs when both services are at their limits).
         self._separating = asyncio.Event()
+        self._isolated: dict[str, bool] = {}   # part -> its stem holds its instrument alone
         if spec.video and stubs.video is None:
             self.result.warnings.append("video was asked for but no video service is configured")
 
@@ -392,6 +404,8 @@ class Chain:
                 if self._want_video:
                     await video_in.put(video_pb2.RenderRequest(audio=chunk))
                 await asyncio.to_thread(tracker.push, block.mean(axis=1))
+                if self._stereo is not None:
+                    self._stereo.push(block)
                 offset += block.shape[0]
                 self.result.seconds = offset / SAMPLE_RATE
                 if self._video_beats is not None:
@@ -464,6 +478,7 @@ class Chain:
                 sources = list(message.stems) or list(message.sources)
                 for p in spec.parts:
                     routes.setdefault(stem_for_part(p.instrument, sources), []).append(p.name)
+                    self._isolated[p.name] = isolated_stem(p.instrument, message.model, list(message.sources))
                     if p.name in SPLIT_PARTS:
                         stem = stem_for_part(p.instrument, sources)
                         halves.setdefault(stem, StereoSplit(message.sample_rate or SAMPLE_RATE))
@@ -505,10 +520,11 @@ class Chain:
     async def _transcribe(self, part: str, chunks: asyncio.Queue[Any], video_in: asyncio.Queue[Any]) -> None:
         pr = self.result.parts[part]
         spec = pr.spec
+        await self._separating.wait()
         config = transcriber_pb2.TranscribeConfig(
             instrument=spec.instrument, part=part, tuning=spec.tuning.to_proto(),
             onset_threshold=spec.onset_threshold, frame_threshold=spec.frame_threshold,
-            song_id=self.spec.song_id)
+            song_id=self.spec.song_id, isolated_stem=self._isolated.get(part, False))
 
         replay = self._replay(f"transcribe-{part}", transcriber_pb2.TranscribeRequest(config=config), chunks,
                               lambda c: transcriber_pb2.TranscribeRequest(audio=c),
@@ -545,7 +561,6 @@ class Chain:
                     await video_in.put(video_pb2.RenderRequest(
                         part=video_pb2.PartInfo(part=part, tuning=message.tuning)))
 
-        await self._separating.wait()
         with self._stage("transcribe", part=part):
             await self._stream(self.stubs.transcriber.Transcribe, replay, f"transcriber ({part})", handle,
                                stage="transcribe", part=part)

@@ -30,7 +30,7 @@ OPTION_DOCS = {
     "fps": "video frame rate",
     "title": "song title for the tabs and the video (default: the file name)",
     "stems": "also keep the separated stems as FLAC artifacts (true/false)",
-    "model": "separator model: htdemucs (default), htdemucs_6s, htdemucs_ft, dsp",
+    "model": "separator model: auto (default: htdemucs_6s when available), htdemucs_6s, htdemucs, htdemucs_ft, dsp",
     "filename": "the file's name for a raw-body upload (shown only; the content decides the format)",
 }
 KNOWN = tuple(OPTION_DOCS)

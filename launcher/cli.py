@@ -58,7 +58,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tuning", action="append", metavar="PART=TUNING",
                    help="e.g. guitar=drop_d, bass=28,33,38,43, guitar=D2,A2,D3,G3,B3,E4")
     p.add_argument("--capo", action="append", metavar="PART=FRET", help="e.g. guitar=2 (0-12)")
-    p.add_argument("--model", default="", help="separator model: htdemucs (default), htdemucs_6s, htdemucs_ft, dsp")
+    p.add_argument("--model", default="",
+                   help="separator model: auto (default: htdemucs_6s when available), htdemucs_6s, htdemucs, "
+                        "htdemucs_ft, dsp")
+    p.add_argument("--offline", action="store_true",
+                   help="never download separator weights (as TABAGENT_OFFLINE=1; embedded chain)")
     p.add_argument("--model-dir", default=os.environ.get("DEMUCS_MODEL_DIR", ""),
                    help="local Demucs model folder (embedded chain)")
     p.add_argument("--no-video", action="store_true", help="skip video.mp4")
@@ -93,10 +97,18 @@ async def _run_song(args: argparse.Namespace) -> int:
     if not address:
         from launcher.embedded import LocalChain
 
+        download_bar = None
+        if not args.quiet:
+            try:
+                from separator_svc.models_cli import download_bars
+            except ImportError:  # pragma: no cover - an install without the separator
+                pass
+            else:
+                download_bar = download_bars()
         local = LocalChain(
             separator_addr=args.separator_addr, transcriber_addr=args.transcriber_addr,
             video_addr=args.video_addr, video=not args.no_video, separator_model=args.model,
-            model_dir=args.model_dir or None)
+            model_dir=args.model_dir or None, offline=args.offline, progress=download_bar)
         t0 = time.monotonic()
         if not args.quiet:
             print("starting the chain (loading and warming models)...", file=sys.stderr, flush=True)
@@ -222,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub)
     _add_up(sub)
     fingering_cli.add_parser(sub)
+    try:  # `tabagent models pull|list` lives with the separator that reads the weights
+        from separator_svc import models_cli
+    except ImportError:  # pragma: no cover - an install without the separator
+        models_cli = None  # type: ignore[assignment]
+    if models_cli is not None:
+        models_cli.add_parser(sub)
     batch_cli.add_parser(sub)
     sub.add_parser("keys", help="manage the gateway's API keys file: keys add USER [--admin], list, remove USER")
     argv = sys.argv[1:] if argv is None else argv

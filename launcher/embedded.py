@@ -38,6 +38,8 @@ class LocalChain:
         video: start (or use) a video renderer.
         separator_model: the separator model to load ("" = its default).
         model_dir: a local Demucs model folder.
+        offline: never download separator weights (`--offline`; TABAGENT_OFFLINE=1 also works).
+        progress: a download progress callback for the separator's weights (e.g. a bar).
 
     After `start()`, `metrics` holds the ServiceMetrics of the gateway and of every
     service started here (by name), `servers` their gRPC servers, and `servicer` the
@@ -45,12 +47,15 @@ class LocalChain:
     """
 
     def __init__(self, separator_addr: str = "", transcriber_addr: str = "", video_addr: str = "",
-                 video: bool = True, separator_model: str = "", model_dir: str | None = None) -> None:
+                 video: bool = True, separator_model: str = "", model_dir: str | None = None,
+                 offline: bool = False, progress: Any = None) -> None:
         self.addrs = {"separator": separator_addr, "transcriber": transcriber_addr,
                       "video": video_addr if video else ""}
         self.video = video
         self.separator_model = separator_model
         self.model_dir = Path(model_dir) if model_dir else None
+        self.offline = offline
+        self.progress = progress
         # The services answer this gateway only: the deployment's token, or one made for
         # this chain when every service runs here.
         remote = any(v for v in self.addrs.values())
@@ -95,12 +100,12 @@ class LocalChain:
         from separator_svc.holder import ModelHolder
         from separator_svc.server import create_server as create
 
-        config = SeparatorConfig.from_env(model_dir=self.model_dir)
+        config = SeparatorConfig.from_env(model_dir=self.model_dir, offline=self.offline or None)
         changes: dict[str, Any] = {"metrics_port": 0, "service_token": self.token}
         if self.separator_model:
             changes["models"] = (self.separator_model,)
         config = dataclasses.replace(config, **changes)
-        server, port = create(config, ModelHolder.from_config(config), address=f"{LOOPBACK}:0")
+        server, port = create(config, ModelHolder.from_config(config, progress=self.progress), address=f"{LOOPBACK}:0")
         self.addrs["separator"] = self._embedded["separator"] = await self._run(server, "separator", port)
 
     async def _start_transcriber(self) -> None:

@@ -12,9 +12,9 @@
 #
 #   scripts/install.sh [--force] [--bench] [--notation]
 #   --force     reinstall even when .venv is up to date
-#   --bench     also the Debian packages only the accuracy benchmarks use (FluidSynth and a
-#               General MIDI soundfont, for bench/mixes.py's soundfont mixes and the
-#               technique renders)
+#   --bench     also the Debian packages only the accuracy benchmarks use (FluidSynth and two
+#               General MIDI soundfonts, for bench/mixes.py's and bench/families.py's mixes
+#               and the technique renders)
 #   --notation  also the notation programs the slow test tests/test_notation_apps.py opens
 #               every export in (MuseScore 3, TuxGuitar, and a JDK to run its reader)
 set -euo pipefail
@@ -53,7 +53,8 @@ apt_install() {
 }
 
 if ((bench)); then
-  apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm
+  apt_install fluidsynth fluidsynth /usr/share/sounds/sf2/FluidR3_GM.sf2 fluid-soundfont-gm \
+    /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 musescore-general-soundfont-small
 fi
 if ((notation)); then
   apt_install mscore3 musescore3 /usr/share/tuxguitar/lib/tuxguitar-lib.jar tuxguitar javac default-jdk-headless

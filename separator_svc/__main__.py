@@ -19,12 +19,16 @@ def main(argv: list[str] | None = None) -> int:
         "--model-dir", type=Path, default=None,
         help="demucs local repo folder (<sig>.th + <name>.yaml); overrides DEMUCS_MODEL_DIR",
     )
+    parser.add_argument(
+        "--offline", action="store_true",
+        help="never download weights (as TABAGENT_OFFLINE=1): use local ones or the DSP fallback",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("TABAGENT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = SeparatorConfig.from_env(model_dir=args.model_dir)
+    config = SeparatorConfig.from_env(model_dir=args.model_dir, offline=args.offline or None)
     asyncio.run(serve(config))
     return 0
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from separator_svc.accel import Acceleration
+from separator_svc.fetch import FetchConfig
 from tabagent.audio import MAX_CHUNK_BYTES
 from tabagent.serving import env_float, env_int
 from tabagent.serving.auth import reflection_from_env, service_token_from_env
@@ -37,10 +38,13 @@ class SeparatorConfig:
 
     Environment (defaults in brackets):
         SEPARATOR_HOST [::], SEPARATOR_PORT [50051], SEPARATOR_METRICS_PORT [9101, 0 = off];
-        SEPARATOR_MODELS [htdemucs]: comma-separated models loaded at start-up, the first
-        is the default ("dsp" is always available too);
+        SEPARATOR_MODELS [auto]: comma-separated models loaded at start-up, the first
+        is the default ("dsp" is always available too; "auto" is htdemucs_6s when its
+        weights are here or can be downloaded, else another local Demucs, see model.py);
         DEMUCS_MODEL_DIR: a demucs local repo folder, tried before the hub cache;
         HF_HUB_CACHE / HF_HOME: the Hugging Face hub cache (read, never downloaded to);
+        TABAGENT_OFFLINE, DEMUCS_REMOTE_URL, DEMUCS_REMOTE_CATALOG, DEMUCS_DOWNLOAD_TIMEOUT,
+        TORCH_HOME: downloads from Demucs's remote (`separator_svc.fetch.FetchConfig`);
         SEPARATOR_DEVICE [auto]: auto, cpu, cuda, cuda:N;
         SEPARATOR_MAX_STREAMS [2], SEPARATOR_MAX_QUEUE [8]: concurrent and waiting streams;
         SEPARATOR_READ_AHEAD [8]: audio chunks buffered per stream before flow control;
@@ -60,9 +64,10 @@ class SeparatorConfig:
     host: str = "[::]"
     port: int = 50051
     metrics_port: int = 9101
-    models: tuple[str, ...] = ("htdemucs",)
+    models: tuple[str, ...] = ("auto",)
     model_dir: Path | None = None
     hub_cache: Path | None = None
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     device: str = "auto"
     max_streams: int = 2
     max_queue: int = 8
@@ -84,11 +89,12 @@ class SeparatorConfig:
         return self.models[0]
 
     @classmethod
-    def from_env(cls, model_dir: Path | None = None) -> SeparatorConfig:
+    def from_env(cls, model_dir: Path | None = None, offline: bool | None = None) -> SeparatorConfig:
         """Read the SEPARATOR_* variables (see the class docstring); fail fast on garbage.
 
         Args:
             model_dir: a `--model-dir` from the command line; wins over DEMUCS_MODEL_DIR.
+            offline: True (an `--offline` flag) never downloads, whatever TABAGENT_OFFLINE says.
         """
         d = cls()
         env_dir = os.environ.get("DEMUCS_MODEL_DIR", "")
@@ -99,6 +105,7 @@ class SeparatorConfig:
             models=_models(os.environ.get("SEPARATOR_MODELS", ",".join(d.models))),
             model_dir=model_dir or (Path(env_dir) if env_dir else None),
             hub_cache=default_hub_cache(),
+            fetch=FetchConfig.from_env(offline),
             device=os.environ.get("SEPARATOR_DEVICE", d.device),
             max_streams=env_int("SEPARATOR_MAX_STREAMS", d.max_streams),
             max_queue=env_int("SEPARATOR_MAX_QUEUE", d.max_queue),

@@ -30,8 +30,14 @@ class ModelHolder:
         self.models: dict[str, SeparatorModel] = {}
 
     @classmethod
-    def from_config(cls, config: SeparatorConfig) -> ModelHolder:
-        """A holder that loads `config.models` (plus "dsp") with separator_svc.model.load_model."""
+    def from_config(cls, config: SeparatorConfig, progress: Callable[[str, int, int], None] | None = None
+                    ) -> ModelHolder:
+        """A holder that loads `config.models` (plus "dsp") with separator_svc.model.load_model.
+
+        Args:
+            config: settings.
+            progress: download progress callback (default: log lines).
+        """
 
         def load() -> dict[str, SeparatorModel]:
             from separator_svc.model import load_model
@@ -45,6 +51,8 @@ class ModelHolder:
                     max_batch=config.max_batch,
                     max_wait=config.batch_wait,
                     accel=config.accel,
+                    fetch=config.fetch,
+                    progress=progress,
                 )
                 for name in (*config.models, "dsp")
             }
@@ -104,6 +112,10 @@ class ModelHolder:
             raise NotReady("the separator is still loading its models; retry when SERVING")
         name = name or self.default
         if name not in self.models:
+            # "auto" resolves to a real model: a stream may name that one too.
+            for model in self.models.values():
+                if model.info.name == name and not model.info.fallback:
+                    return model
             raise BadConfig(
                 f"model {name!r} is not loaded by this separator (loaded: "
                 f"{', '.join(self.models)}); start it with SEPARATOR_MODELS={name}"

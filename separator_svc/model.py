@@ -1,6 +1,6 @@
-"""Loading the separator: a Demucs bag from a model directory or the hub cache, else the DSP fallback.
+"""Loading the separator: a Demucs bag from a model directory, the hub cache or Demucs's remote, else DSP.
 
-Lookup order for a model name (e.g. "htdemucs"):
+Lookup order for a model name (e.g. "htdemucs_6s"):
 
 1. an explicit model directory (`--model-dir` / DEMUCS_MODEL_DIR) holding demucs's local
    repo layout: `<sig>.th` or `<sig>-<sha256 prefix>.th` packages and `<name>.yaml` bag
@@ -12,10 +12,18 @@ Lookup order for a model name (e.g. "htdemucs"):
    passed explicitly and `local_files_only=True` (HF_HUB_OFFLINE=1 semantics: no
    network is ever attempted), since huggingface_hub reads HF_HUB_OFFLINE and
    HF_HUB_CACHE only once, at import;
-3. the DSP fallback (`separator_svc.dsp`), reported loudly: a WARNING log and
-   ModelInfo.fallback=True with a message saying what was looked for and why it failed.
+3. torch hub's checkpoint folder, where `demucs.pretrained` (and `separator_svc.fetch`)
+   keep the `<sig>-<sha>.th` packages downloaded from Demucs's remote;
+4. a download from Demucs's remote (or the DEMUCS_REMOTE_URL mirror) into that folder,
+   checksummed and atomic (`separator_svc.fetch`), unless TABAGENT_OFFLINE=1;
+5. the DSP fallback (`separator_svc.dsp`), reported loudly: one WARNING line and
+   ModelInfo.fallback=True with a message saying what was looked for and why each
+   place failed (it reaches result.json).
 
-"dsp" names the DSP separator on purpose (not a fallback).
+"auto" (the default) prefers htdemucs_6s, the one Demucs model with guitar and piano
+stems (so keys are separated away from the guitar part), then htdemucs, then
+htdemucs_ft, among the weights already on this machine (steps 1-3), and downloads
+htdemucs_6s when none is. "dsp" names the DSP separator on purpose (not a fallback).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +41,25 @@ import torch
 from separator_svc.accel import Acceleration, ThreadBudget, apply_process_settings
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
 from separator_svc.config import default_hub_cache
+from separator_svc.fetch import (
+    FetchConfig,
+    FetchError,
+    LogProgress,
+    Progress,
+    WeightCache,
+    load_bag,
+)
 from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
 from separator_svc.streaming import StreamingSeparator
 from tabagent.errors import BadConfig, ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "htdemucs"
-KNOWN_MODELS = ("htdemucs", "htdemucs_6s", "htdemucs_ft", "dsp")
+AUTO = "auto"
+DEFAULT_MODEL = AUTO
+# What "auto" picks among local weights, best first; it downloads the first.
+PREFERRED_MODELS = ("htdemucs_6s", "htdemucs", "htdemucs_ft")
+KNOWN_MODELS = (AUTO, *PREFERRED_MODELS, "dsp")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -229,6 +249,14 @@ def _load_from_hub(name: str, cache_dir: Path) -> Any:
     return bag
 
 
+def _load_cached(name: str, weights: WeightCache) -> Any:
+    """A bag from torch hub's checkpoint folder, never downloading."""
+    if not weights.is_local(name):
+        raise FileNotFoundError(f"not in {weights.folder}")
+    offline = WeightCache(replace(weights.config, offline=True), weights.catalog)
+    return load_bag(offline.ensure(name))
+
+
 def load_model(
     name: str,
     model_dir: Path | None,
@@ -237,18 +265,23 @@ def load_model(
     max_batch: int = 1,
     max_wait: float = 0.01,
     accel: Acceleration | None = None,
+    fetch: FetchConfig | None = None,
+    progress: Progress | None = None,
 ) -> SeparatorModel:
-    """Load a separator by name, falling back to DSP when no weights are found.
+    """Load a separator by name, downloading it when allowed, else falling back to DSP.
 
     Args:
-        name: "htdemucs" (default when empty), "htdemucs_6s", "htdemucs_ft", any bag or
-            signature in `model_dir`, or "dsp".
+        name: "auto" (default when empty: the best of htdemucs_6s, htdemucs, htdemucs_ft
+            found locally, else htdemucs_6s downloaded), "htdemucs_6s", "htdemucs",
+            "htdemucs_ft", any bag or signature in `model_dir` or Demucs's listing, or "dsp".
         model_dir: a demucs local repo folder, tried first; None to skip.
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
         hub_cache: the Hugging Face hub cache folder; None reads HF_HUB_CACHE/HF_HOME.
         max_batch: >1 batches segments of concurrent streams (see runner.py).
         max_wait: longest a segment waits for a batch, in seconds.
         accel: how the forward passes run (separator_svc.accel; default: lossless fast).
+        fetch: the download settings (remote, cache, offline); None reads the environment.
+        progress: download progress callback (default: a log line every few seconds).
 
     Returns:
         A ready-to-warm SeparatorModel; `info.fallback` tells whether DSP replaced it.
@@ -263,31 +296,53 @@ def load_model(
         return DspModel(name="dsp", fallback=False, message="DSP separator requested")
     device = resolve_device(device)
     cache = hub_cache if hub_cache is not None else default_hub_cache()
+    weights = WeightCache(fetch or FetchConfig.from_env())
+    candidates = PREFERRED_MODELS if name == AUTO else (name,)
     tried: list[str] = []
-    sources: list[tuple[str, Any]] = []
-    if model_dir is not None:
-        sources.append((f"model dir {model_dir}", lambda: _load_from_dir(name, Path(model_dir))))
-    sources.append((f"hub cache {cache}", lambda: _load_from_hub(name, Path(cache))))
-    for origin, load in sources:
-        try:
-            bag = load()
-        except FileNotFoundError as exc:
-            tried.append(f"{origin}: {exc}")
-            log.info("%s not found in %s: %s", name, origin, exc)
-            continue
-        except SystemExit as exc:  # demucs calls sys.exit for a missing diffq, bad dirs
-            tried.append(f"{origin}: demucs refused to load it ({exc})")
-            continue
-        except Exception as exc:  # corrupt or incompatible weights: say why, fall back
-            tried.append(f"{origin}: {type(exc).__name__}: {exc}")
-            log.warning("%s found in %s but not loadable", name, origin, exc_info=True)
-            continue
-        log.info("loaded %s from %s on %s", name, origin, device)
-        return DemucsModel(bag, name, origin, device, max_batch, max_wait, accel)
+    for candidate in candidates:
+        sources: list[tuple[str, Any]] = []
+        if model_dir is not None:
+            sources.append((f"model dir {model_dir}", lambda c=candidate: _load_from_dir(c, Path(model_dir))))
+        sources.append((f"hub cache {cache}", lambda c=candidate: _load_from_hub(c, Path(cache))))
+        sources.append((f"torch cache {weights.folder}", lambda c=candidate: _load_cached(c, weights)))
+        for origin, load in sources:
+            bag = _attempt(candidate, origin, load, tried)
+            if bag is not None:
+                log.info("loaded %s from %s on %s", candidate, origin, device)
+                return DemucsModel(bag, candidate, origin, device, max_batch, max_wait, accel)
+    target = candidates[0]
+    origin = f"{weights.config.remote_url} (downloaded to {weights.folder})"
+    if weights.config.offline:
+        tried.append("download: off (TABAGENT_OFFLINE=1 / --offline)")
+    else:
+        bag = _attempt(target, origin, lambda: load_bag(weights.ensure(target, progress or LogProgress())), tried)
+        if bag is not None:
+            log.info("loaded %s from %s on %s", target, origin, device)
+            return DemucsModel(bag, target, origin, device, max_batch, max_wait, accel)
+    wanted = f"{name!r} ({', '.join(candidates)})" if name == AUTO else repr(name)
     message = (
-        f"FALLBACK: no Demucs weights for {name!r} ({'; '.join(tried)}); separating with "
+        f"FALLBACK: no Demucs weights for {wanted} ({'; '.join(tried)}); separating with "
         "the DSP fallback (median-filter HPSS and band splits), far below Demucs quality. "
-        "Put the weights in DEMUCS_MODEL_DIR or the Hugging Face hub cache."
+        "Run `tabagent models pull` with network access, or put the weights in "
+        "DEMUCS_MODEL_DIR or the Hugging Face hub cache."
     )
     log.warning("%s", message)
     return DspModel(name="dsp", fallback=True, message=message, requested=name)
+
+
+def _attempt(name: str, origin: str, load: Any, tried: list[str]) -> Any:
+    """Run one loader; None (and the reason appended to `tried`) when it fails."""
+    try:
+        return load()
+    except FileNotFoundError as exc:
+        tried.append(f"{origin}: {exc}")
+        log.info("%s not found in %s: %s", name, origin, exc)
+    except FetchError as exc:
+        tried.append(f"download: {exc}")
+        log.info("%s not downloaded: %s", name, exc)
+    except SystemExit as exc:  # demucs calls sys.exit for a missing diffq, bad dirs
+        tried.append(f"{origin}: demucs refused to load it ({exc})")
+    except Exception as exc:  # corrupt or incompatible weights: say why, fall back
+        tried.append(f"{origin}: {type(exc).__name__}: {exc}")
+        log.warning("%s found in %s but not loadable", name, origin, exc_info=True)
+    return None

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from evalkit.examples import Song, make_song
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hermetic weights: no test downloads Demucs, or finds the developer's cached copy.
+
+    Set before any test (and inherited by the service processes some tests start); the
+    download tests give their own cache folder and a local mirror explicitly.
+    """
+    os.environ["TABAGENT_OFFLINE"] = "1"
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="tabagent-tests-torch-")
+
 
 SHARED_DATA = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

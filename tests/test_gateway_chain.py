@@ -65,6 +65,8 @@ async def test_song_to_tabs(client: AsyncClient, song: Song, song_wav: Path, tmp
     assert 90 < doc["tempo"] < 110
     sep = [m for m in doc["models"] if m["role"] == "separator"][0]
     assert sep["fallback"] is True and sep["message"]
+    # Why: the tests run offline (conftest), and result.json says so.
+    assert "TABAGENT_OFFLINE=1" in sep["message"]
     assert any("separator" in w for w in doc["warnings"])
     for name, part in result_doc.load_parts(doc).items():
         tuning, notes = part

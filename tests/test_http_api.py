@@ -40,6 +40,9 @@ def songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short": write_audio(d / "short.wav", make_song(4.0, seed=11).mix),
         "flac": write_audio(d / "clip.flac", make_song(3.0, seed=12).mix),
         "long": write_audio(d / "long.wav", make_song(16.0, bpm=110.0, seed=13).mix),
+        # The chain runs a song several times faster than real time here: long enough to
+        # leave a few seconds between the first final notes and the end.
+        "player": write_audio(d / "player.wav", make_song(40.0, bpm=110.0, seed=13).mix),
     }
 
 
@@ -243,19 +246,28 @@ async def test_the_player_data_of_a_running_and_then_a_finished_job(gateway: Htt
     from tabagent.exporters import read_gp5
 
     async with gateway.client() as c:
-        job = (await upload(c, songs["long"], title="Long one")).json()
+        job = (await upload(c, songs["player"], title="Long one")).json()
         base = f"/v1/jobs/{job['id']}"
         queued = await c.get(base + "/player")
         drafts = []
         source = None
-        for _ in range(600):
-            resp = await c.get(base + "/player")
-            if resp.status_code == 200 and not resp.json()["final"]:
+        # Ask for the draft as soon as the event stream brings some final notes.
+        async with c.stream("GET", base + "/events") as events:
+            async for line in events.aiter_lines():
+                if not line.startswith("data:") or '"final_until"' not in line:
+                    continue
+                event = json.loads(line[5:])
+                if event.get("final_until", 0) <= 0 or not event.get("notes"):
+                    continue
+                resp = await c.get(base + "/player")
+                if resp.status_code != 200 or resp.json()["final"]:
+                    break  # the job ended in between
                 data = resp.json()
                 if sum(data["final_until"].values()) > 0:
                     drafts.append(data)
-                    if source is None and "original" in data["audio"]:
-                        source = await c.get(data["audio"]["original"])
+                    source = await c.get(data["audio"]["original"]) if "original" in data["audio"] else None
+                    break
+        for _ in range(600):
             if (await c.get(base)).json()["status"] in ("done", "failed"):
                 break
             await asyncio.sleep(0.1)
@@ -265,8 +277,8 @@ async def test_the_player_data_of_a_running_and_then_a_finished_job(gateway: Htt
     assert drafts, "never saw a draft while the job ran"
     draft = drafts[-1]
     assert draft["warnings"] and draft["tempo"] > 0
-    assert source is not None and source.status_code == 200 and source.content == songs["long"].read_bytes()
-    assert final["final"] is True and final["duration"] == pytest.approx(16.0, abs=0.05)
+    assert source is not None and source.status_code == 200 and source.content == songs["player"].read_bytes()
+    assert final["final"] is True and final["duration"] == pytest.approx(40.0, abs=0.05)
     # The tab to load is the job's tab.gp5, and the beats give the recording's time of the
     # tab's beats: as many of each, both rising.
     assert len(final["beats"]) == len(final["score_beats"]) > 8

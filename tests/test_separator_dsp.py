@@ -56,20 +56,23 @@ def test_separates_a_synthesised_song(song: Song, separated: dict[str, np.ndarra
     parts = parts_in_mix(song)
     np.testing.assert_allclose(sum(parts.values()), song.mix, atol=1e-5)
     bass, guitar, drums = separated["bass"], separated["guitar"], separated["drums"]
-    # Each stem is far closer to its own part than to the others (measured: bass 0.95
-    # vs 0.12 guitar, guitar 0.92 vs 0.09 bass; SDR bass 10.2, guitar 8.0, drums 5.3 dB).
-    assert corr(bass, parts["bass"]) > 0.9
-    assert corr(bass, parts["bass"]) > 6 * corr(bass, parts["guitar"])
-    # The bass comes from a 4096-point STFT (sharper onsets for the transcriber, a
-    # little more kick drum: corr 0.94 vs 0.18 drums).
-    assert corr(bass, parts["bass"]) > 4.5 * corr(bass, parts["drums"])
+    # Each stem is closer to its own part than to the others. The stems are cut for the
+    # transcriber, not for listening: the bass stem holds everything below 250-400 Hz (a
+    # D3-A3 bass line keeps its fundamentals) and the guitar stem everything above 40-70
+    # Hz but the bass's tracked harmonics (a guitar's E2-D3 keep theirs), so each also
+    # holds some of the other, which the transcriber's bass line and the gateway's bleed
+    # filter sort out. Measured: bass 0.88 vs 0.36 guitar, 0.18 drums; guitar 0.87 vs
+    # 0.32 bass, 0.19 drums; SDR bass 5.7, guitar 6.2, drums 4.1 dB.
+    assert corr(bass, parts["bass"]) > 0.85
+    assert corr(bass, parts["bass"]) > 2 * corr(bass, parts["guitar"])
+    assert corr(bass, parts["bass"]) > 4 * corr(bass, parts["drums"])
     assert corr(guitar, parts["guitar"]) > 0.85
-    assert corr(guitar, parts["guitar"]) > 6 * corr(guitar, parts["bass"])
-    assert corr(guitar, parts["guitar"]) > 6 * corr(guitar, parts["drums"])
+    assert corr(guitar, parts["guitar"]) > 2.5 * corr(guitar, parts["bass"])
+    assert corr(guitar, parts["guitar"]) > 4 * corr(guitar, parts["drums"])
     assert corr(drums, parts["drums"]) > 0.75
-    assert sdr(parts["bass"], bass) > 9.0
-    assert sdr(parts["guitar"], guitar) > 7.0
-    assert sdr(parts["drums"], drums) > 4.5
+    assert sdr(parts["bass"], bass) > 5.0
+    assert sdr(parts["guitar"], guitar) > 5.5
+    assert sdr(parts["drums"], drums) > 3.5
 
 
 def test_block_size_does_not_change_the_result() -> None:
@@ -84,8 +87,9 @@ def test_block_size_does_not_change_the_result() -> None:
 
 def test_other_takes_the_upper_harmonics_when_guitar_is_not_asked() -> None:
     mix = noise_song(2 * RATE, seed=22)
-    with_guitar = run(DspModel().open_stream(["guitar", "other"]), mix, RATE)
-    without = run(DspModel().open_stream(["other"]), mix, RATE)
+    with_guitar = run(DspModel().open_stream(["guitar", "other", "bass"]), mix, RATE)
+    without = run(DspModel().open_stream(["other", "bass"]), mix, RATE)
+    np.testing.assert_allclose(without["bass"], with_guitar["bass"], atol=1e-6)
     np.testing.assert_allclose(without["other"], with_guitar["guitar"] + with_guitar["other"], atol=1e-6)
 
 

@@ -121,3 +121,39 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("SEPARATOR_MAX_STREAMS", "many")
     with pytest.raises(SystemExit):
         SeparatorConfig.from_env()
+
+
+def test_auto_prefers_the_six_stem_model(tmp_path: Path) -> None:
+    """The default ("auto") takes htdemucs_6s (guitar and piano stems) when it is here, else htdemucs."""
+    repo = build_tiny_bag(tmp_path / "repo", "htdemucs")
+    model = load_model("", repo, "cpu", hub_cache=tmp_path / "none")
+    assert isinstance(model, DemucsModel) and model.info.name == "htdemucs"
+    build_tiny_bag(repo, "htdemucs_6s")
+    model = load_model("auto", repo, "cpu", hub_cache=tmp_path / "none")
+    assert isinstance(model, DemucsModel) and model.info.name == "htdemucs_6s"
+    assert {"guitar", "piano"} <= set(model.sources) and not model.aliases
+    # Named models stay selectable.
+    for name in ("htdemucs", "htdemucs_6s"):
+        assert load_model(name, repo, "cpu", hub_cache=tmp_path / "none").info.name == name
+
+
+def test_auto_without_weights_falls_back_naming_what_it_looked_for(tmp_path: Path) -> None:
+    model = load_model("auto", None, "cpu", hub_cache=tmp_path / "none")
+    assert isinstance(model, DspModel) and model.info.fallback
+    assert "htdemucs_6s" in model.info.message and "TABAGENT_OFFLINE=1" in model.info.message
+    assert SeparatorConfig().default_model == "auto"
+
+
+def test_store_serves_auto_under_its_real_name() -> None:
+    import asyncio
+
+    from separator_svc.holder import ModelHolder
+    from tabagent.metrics import ServiceMetrics
+
+    model = load_model("htdemucs", tiny_repo("htdemucs"), "cpu", hub_cache=empty_dir("hub"))
+    holder = ModelHolder.of({"auto": model})
+    asyncio.run(holder.warm(ServiceMetrics("separator")))
+    assert holder.get("") is model and holder.get("auto") is model and holder.get("htdemucs") is model
+    with pytest.raises(BadConfig):
+        holder.get("htdemucs_ft")
+    asyncio.run(holder.close())

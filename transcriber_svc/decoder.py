@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _BIG = 1 << 40
 CONTEXT = ENERGY_TOL + 1    # frames kept before a region: backward walks read 11 of them
+ONSET_REACH = 2             # frames either side of a note's start searched for its onset
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,12 @@ class RawNote:
     from_onset: bool = True
     lower: float = 0.0          # mean activation an octave below during the note
     upper: float = 0.0          # mean activation an octave above during the note
+    # Onset evidence at the note's start (Basic Pitch's inferred onsets, peak over the
+    # frames around it) at its own pitch and an octave below and above: a sustained
+    # note of another instrument fills the activation there, but not the onset.
+    onset: float = 0.0
+    lower_onset: float = 0.0
+    upper_onset: float = 0.0
 
 
 @dataclass
@@ -404,8 +411,9 @@ class StreamingDecoder:
             return []
         bends = pitch_bends(self._contour[w0 - b : w1 - b], kept)
         times = frame_times(np.array([[w0 + x.start, w0 + x.end] for x in kept], dtype=np.int64).reshape(-1, 2))
+        inferred = self._inferred[w0 - b : w1 - b]
         raw = [
-            self._raw(x, w0, bend, frames, t)
+            self._raw(x, w0, bend, frames, t, inferred)
             for x, bend, t in zip(kept, bends, times, strict=True)
         ]
         truncated = {id(r) for r, x in zip(raw, kept, strict=True) if forced and x.truncated}
@@ -419,15 +427,24 @@ class StreamingDecoder:
         return self._merge_open(raw, truncated, limit)
 
     @staticmethod
-    def _raw(x: WindowNote, w0: int, bends: list[int], frames: np.ndarray, times: np.ndarray) -> RawNote:
+    def _raw(x: WindowNote, w0: int, bends: list[int], frames: np.ndarray, times: np.ndarray,
+             inferred: np.ndarray) -> RawNote:
         def octave(freq: int) -> float:
             if not 0 <= freq < N_PITCHES:
                 return 0.0
             return float(np.mean(frames[x.start : x.end, freq]))
 
+        around = inferred[max(0, x.start - ONSET_REACH) : x.start + ONSET_REACH + 1]
+
+        def onset(freq: int) -> float:
+            if not 0 <= freq < N_PITCHES or not around.shape[0]:
+                return 0.0
+            return float(around[:, freq].max())
+
         return RawNote(
             w0 + x.start, w0 + x.end, x.pitch, x.amplitude, bends, float(times[0]), float(times[1]),
             x.from_onset, octave(x.freq - 12), octave(x.freq + 12),
+            onset(x.freq), onset(x.freq - 12), onset(x.freq + 12),
         )
 
     def _merge_open(self, notes: list[RawNote], truncated: set[int], decoded_until: int) -> list[RawNote]:
@@ -483,7 +500,7 @@ class StreamingDecoder:
         end_time = float(frame_times(np.array([hi]))[0])
         merged = RawNote(
             h.start_frame, hi, h.pitch, total / max(1, hi - h.start_frame), h.bends + extra,
-            h.start, end_time, h.from_onset, h.lower, h.upper,
+            h.start, end_time, h.from_onset, h.lower, h.upper, h.onset, h.lower_onset, h.upper_onset,
         )
         return _Open(merged, total)
 

@@ -12,12 +12,13 @@ batched forward pass. All methods are synchronous and cheap enough for a worker 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tabagent import techniques
-from tabagent.fingering import StreamingFingerer
+from tabagent.fingering import FingeringResult, StreamingFingerer
 from tabagent.notes import Note, sort_notes
 from tabagent.techniques import TechniqueStream
 from tabagent.tuning import Tuning
@@ -43,6 +44,13 @@ class EarlyRelease:
     until_seconds: float = 20.0
     lag_seconds: float = 2.0
     lag_events: int = 8
+
+
+# The fingerer is given notes on a fixed time grid (all notes before each grid point, in
+# turn), never as the model's batches happen to come: how far it looks ahead when it
+# commits an event then depends on the notes alone, so the same audio gets the same
+# strings however it was chunked and however the windows were batched.
+FINGER_STEP_SECONDS = 0.5
 
 
 @dataclass
@@ -96,6 +104,8 @@ class NoteTracker:
         self.early = early
         self._lag = (self.fingerer.lag_seconds, self.fingerer.lag_events)
         self._held: dict[int, Note] = {}     # pushed to the fingerer, not yet returned
+        self._waiting: list[Note] = []       # final, not yet pushed (they start after the grid point)
+        self._grid = 0                        # grid points pushed so far
         self.keep_raw = keep_raw
         self.raw_notes: list[RawNote] = []
         self.notes_out = 0
@@ -153,20 +163,32 @@ class NoteTracker:
         return released, horizon
 
     def _finger(self, notes: list[Note], unplayable: list[Note], until: float, last: bool) -> TrackedNotes:
-        if self.early is not None:
-            early = until < self.early.until_seconds
-            lag = (self.early.lag_seconds, self.early.lag_events) if early else self._lag
-            self.fingerer.lag_seconds, self.fingerer.lag_events = lag
-        result = self.fingerer.push(notes, until)
-        for note in notes:
-            self._held[id(note)] = note
-        if last:
-            result.extend(self.fingerer.flush())
+        self._waiting.extend(notes)
+        result = FingeringResult()
+        pushed_until = self._grid * FINGER_STEP_SECONDS
+        while last or (self._grid + 1) * FINGER_STEP_SECONDS <= until:
+            point = math.inf if last else (self._grid + 1) * FINGER_STEP_SECONDS
+            if self.early is not None:
+                early = point < self.early.until_seconds
+                self.fingerer.lag_seconds, self.fingerer.lag_events = (
+                    (self.early.lag_seconds, self.early.lag_events) if early else self._lag)
+            now = [n for n in self._waiting if n.start < point]
+            self._waiting = [n for n in self._waiting if n.start >= point]
+            step = self.fingerer.push(now, point)
+            for note in now:
+                self._held[id(note)] = note
+            if last:
+                step.extend(self.fingerer.flush())
+            # The fingering may have put a legato pair on two strings: drop what it made impossible.
+            self._strings = techniques.verify(step.notes, self._strings)
+            result.extend(step)
+            if last:
+                break
+            self._grid += 1
+            pushed_until = point
         for note in (*result.notes, *result.out_of_range):
             self._held.pop(id(note), None)
-        # The fingering may have put a legato pair on two strings: drop what it made impossible.
-        self._strings = techniques.verify(result.notes, self._strings)
-        horizon = until
+        horizon = until if last else pushed_until
         if self._held:
             horizon = min(horizon, min(n.start for n in self._held.values()))
         out = TrackedNotes(sort_notes(result.notes), sort_notes([*unplayable, *result.out_of_range]), horizon)

@@ -81,7 +81,7 @@ def parse_config(
         early_seconds=early_seconds,
         early_buffer_seconds=min(max_buffer_seconds, 2.5 * lookahead + 0.5),
     )
-    post = PostSettings.for_instrument(instrument, tuning, polyphonic=cfg.polyphonic)
+    post = PostSettings.for_instrument(instrument, tuning, polyphonic=cfg.polyphonic, isolated=cfg.isolated_stem)
     return StreamSettings(
         instrument=instrument,
         part=cfg.part.strip() or instrument,

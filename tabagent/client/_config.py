@@ -37,7 +37,8 @@ def process_config(
         style: video style preset (checked even without video).
         size: video (width, height).
         fps: video frame rate.
-        separator_model: "htdemucs", "htdemucs_6s", "htdemucs_ft" or "dsp".
+        separator_model: "auto" (default: htdemucs_6s when available), "htdemucs_6s",
+            "htdemucs", "htdemucs_ft" or "dsp".
         return_stems: also return the separated stems as FLAC.
         title: song title for the tabs and video.
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tabagent.v1 import audio_pb2 as tabagent_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtabagent/v1/transcriber.proto\x12\x0btabagent.v1\x1a\x17tabagent/v1/audio.proto\"\xdf\x01\n\x10TranscribeConfig\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\x12#\n\x06tuning\x18\x03 \x01(\x0b\x32\x13.tabagent.v1.Tuning\x12\x17\n\x0fonset_threshold\x18\x04 \x01(\x02\x12\x17\n\x0f\x66rame_threshold\x18\x05 \x01(\x02\x12\x13\n\x0bmin_note_ms\x18\x06 \x01(\x02\x12\x18\n\x10no_melodia_trick\x18\x07 \x01(\x08\x12\x12\n\npolyphonic\x18\x08 \x01(\x08\x12\x0f\n\x07song_id\x18\t \x01(\t\"y\n\x11TranscribeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.tabagent.v1.TranscribeConfigH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.tabagent.v1.AudioChunkH\x00\x42\t\n\x07payload\"\x91\x01\n\x0fTranscriberInfo\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.tabagent.v1.ModelInfo\x12\x0c\n\x04part\x18\x02 \x01(\t\x12#\n\x06tuning\x18\x03 \x01(\x0b\x32\x13.tabagent.v1.Tuning\x12\x11\n\tmin_pitch\x18\x04 \x01(\x02\x12\x11\n\tmax_pitch\x18\x05 \x01(\x02\"p\n\x11TranscribeSummary\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\r\n\x05notes\x18\x02 \x01(\x05\x12\x14\n\x0cout_of_range\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\"\xd4\x01\n\x12TranscribeResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1c.tabagent.v1.TranscriberInfoH\x00\x12\'\n\x05notes\x18\x02 \x01(\x0b\x32\x16.tabagent.v1.NoteBatchH\x00\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x15.tabagent.v1.ProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.tabagent.v1.TranscribeSummaryH\x00\x42\t\n\x07payload2`\n\x0bTranscriber\x12Q\n\nTranscribe\x12\x1e.tabagent.v1.TranscribeRequest\x1a\x1f.tabagent.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtabagent/v1/transcriber.proto\x12\x0btabagent.v1\x1a\x17tabagent/v1/audio.proto\"\xf6\x01\n\x10TranscribeConfig\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\x12#\n\x06tuning\x18\x03 \x01(\x0b\x32\x13.tabagent.v1.Tuning\x12\x17\n\x0fonset_threshold\x18\x04 \x01(\x02\x12\x17\n\x0f\x66rame_threshold\x18\x05 \x01(\x02\x12\x13\n\x0bmin_note_ms\x18\x06 \x01(\x02\x12\x18\n\x10no_melodia_trick\x18\x07 \x01(\x08\x12\x12\n\npolyphonic\x18\x08 \x01(\x08\x12\x0f\n\x07song_id\x18\t \x01(\t\x12\x15\n\risolated_stem\x18\n \x01(\x08\"y\n\x11TranscribeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.tabagent.v1.TranscribeConfigH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.tabagent.v1.AudioChunkH\x00\x42\t\n\x07payload\"\x91\x01\n\x0fTranscriberInfo\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.tabagent.v1.ModelInfo\x12\x0c\n\x04part\x18\x02 \x01(\t\x12#\n\x06tuning\x18\x03 \x01(\x0b\x32\x13.tabagent.v1.Tuning\x12\x11\n\tmin_pitch\x18\x04 \x01(\x02\x12\x11\n\tmax_pitch\x18\x05 \x01(\x02\"p\n\x11TranscribeSummary\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\r\n\x05notes\x18\x02 \x01(\x05\x12\x14\n\x0cout_of_range\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\"\xd4\x01\n\x12TranscribeResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1c.tabagent.v1.TranscriberInfoH\x00\x12\'\n\x05notes\x18\x02 \x01(\x0b\x32\x16.tabagent.v1.NoteBatchH\x00\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x15.tabagent.v1.ProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.tabagent.v1.TranscribeSummaryH\x00\x42\t\n\x07payload2`\n\x0bTranscriber\x12Q\n\nTranscribe\x12\x1e.tabagent.v1.TranscribeRequest\x1a\x1f.tabagent.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tabagent.v1.transcriber_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSCRIBECONFIG']._serialized_start=72
-  _globals['_TRANSCRIBECONFIG']._serialized_end=295
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=297
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=418
-  _globals['_TRANSCRIBERINFO']._serialized_start=421
-  _globals['_TRANSCRIBERINFO']._serialized_end=566
-  _globals['_TRANSCRIBESUMMARY']._serialized_start=568
-  _globals['_TRANSCRIBESUMMARY']._serialized_end=680
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=683
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=895
-  _globals['_TRANSCRIBER']._serialized_start=897
-  _globals['_TRANSCRIBER']._serialized_end=993
+  _globals['_TRANSCRIBECONFIG']._serialized_end=318
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=320
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=441
+  _globals['_TRANSCRIBERINFO']._serialized_start=444
+  _globals['_TRANSCRIBERINFO']._serialized_end=589
+  _globals['_TRANSCRIBESUMMARY']._serialized_start=591
+  _globals['_TRANSCRIBESUMMARY']._serialized_end=703
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=706
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=918
+  _globals['_TRANSCRIBER']._serialized_start=920
+  _globals['_TRANSCRIBER']._serialized_end=1016
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranscribeConfig(_message.Message):
-    __slots__ = ("instrument", "part", "tuning", "onset_threshold", "frame_threshold", "min_note_ms", "no_melodia_trick", "polyphonic", "song_id")
+    __slots__ = ("instrument", "part", "tuning", "onset_threshold", "frame_threshold", "min_note_ms", "no_melodia_trick", "polyphonic", "song_id", "isolated_stem")
     INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
     PART_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class TranscribeConfig(_message.Message):
     NO_MELODIA_TRICK_FIELD_NUMBER: _ClassVar[int]
     POLYPHONIC_FIELD_NUMBER: _ClassVar[int]
     SONG_ID_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_STEM_FIELD_NUMBER: _ClassVar[int]
     instrument: str
     part: str
     tuning: _audio_pb2.Tuning
@@ -26,7 +27,8 @@ class TranscribeConfig(_message.Message):
     no_melodia_trick: bool
     polyphonic: bool
     song_id: str
-    def __init__(self, instrument: _Optional[str] = ..., part: _Optional[str] = ..., tuning: _Optional[_Union[_audio_pb2.Tuning, _Mapping]] = ..., onset_threshold: _Optional[float] = ..., frame_threshold: _Optional[float] = ..., min_note_ms: _Optional[float] = ..., no_melodia_trick: _Optional[bool] = ..., polyphonic: _Optional[bool] = ..., song_id: _Optional[str] = ...) -> None: ...
+    isolated_stem: bool
+    def __init__(self, instrument: _Optional[str] = ..., part: _Optional[str] = ..., tuning: _Optional[_Union[_audio_pb2.Tuning, _Mapping]] = ..., onset_threshold: _Optional[float] = ..., frame_threshold: _Optional[float] = ..., min_note_ms: _Optional[float] = ..., no_melodia_trick: _Optional[bool] = ..., polyphonic: _Optional[bool] = ..., song_id: _Optional[str] = ..., isolated_stem: _Optional[bool] = ...) -> None: ...
 
 class TranscribeRequest(_message.Message):
     __slots__ = ("config", "audio")
