@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from separator_svc.accel import Acceleration
+from separator_svc.accel_settings import Acceleration
 from separator_svc.fetch import FetchConfig
 from tabagent.audio import MAX_CHUNK_BYTES
 from tabagent.serving import env_float, env_int
