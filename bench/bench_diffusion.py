@@ -2,6 +2,11 @@
 
     python bench/bench_diffusion.py                  # cuda when available
     python bench/bench_diffusion.py --frames 60 --width 512 --cadence 1
+    python bench/bench_diffusion.py --json $OUT/diffusion.json   # on a lent GPU: frames per second as JSON
+
+On a lent GPU machine it needs torch (there), diffusers, transformers, accelerate,
+safetensors, huggingface_hub and tokenizers (carried: see docs/PERFORMANCE.md); it builds
+everything from random weights and downloads nothing.
 
 No weights are needed: (1) the tiny random pipeline is saved with save_pretrained and
 loaded through `load_diffusion` (the service's path: fp16 on CUDA) and animates a few
@@ -15,6 +20,7 @@ measures what sd-turbo would: ms per keyframe and the real-time factor at a cade
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
@@ -159,11 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--strength", type=float, default=0.5)
     parser.add_argument("--skip-large", action="store_true", help="only the tiny pipeline")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    results: dict[str, object] = {"device": "", "cadences": {}}
+
+    def save() -> None:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
+
     device = pick_device(args.device)
     import torch
 
     print(f"torch {torch.__version__} on {device}" + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""))
+    results["device"] = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    results["torch"] = torch.__version__
     cues = song_cues(args.frames, args.fps, "synthwave")
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_pipeline(Path(tmp) / "tiny-sd")
@@ -177,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tiny pipeline loaded by the service's code in {time.perf_counter() - started:.2f} s: {model.info().message}")
         first, per, image = animate(model, cues[:12], 320, 180)
         print(f"  tiny: first frame {first * 1e3:.0f} ms, then {per * 1e3:.1f} ms/frame, image {image.shape} {image.dtype}")
+        results["tiny_ms_per_frame"] = per * 1e3
+        save()
     if args.skip_large:
         return 0
     started = time.perf_counter()
@@ -190,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     w = base.width // base.multiple * base.multiple
     h = max(base.multiple, int(round(w * 720 / 1280 / base.multiple)) * base.multiple)
     prepare(pipe, device)
-    print(f"  {w}x{h}: {breakdown(base, w, h)}")
+    parts = breakdown(base, w, h)
+    print(f"  {w}x{h}: {parts}")
+    results.update(unet_millions=params, working_size=f"{w}x{h}", breakdown=parts, steps=args.steps,
+                   strength=args.strength, fps_video=args.fps)
+    save()
     for cadence in args.cadence:
         model = replace(base, cadence=cadence)
         first, per, image = animate(model, cues, 1280, 720)
@@ -200,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             f"(1 UNet step per keyframe), cadence {cadence}: {per * 1e3:.1f} ms/frame "
             f"(keyframe ~{per * cadence * 1e3:.1f} ms), RTF at {args.fps} fps {rtf:.2f}; first frame {first * 1e3:.0f} ms"
         )
+        results["cadences"][str(cadence)] = {  # type: ignore[index]
+            "ms_per_frame": per * 1e3, "frames_per_second": 1.0 / per, "rtf": rtf, "first_frame_ms": first * 1e3}
+        save()
     return 0
 
 

@@ -4,12 +4,14 @@
     .venv/bin/python bench/run_all.py --long     # the long runs too (see below)
     .venv/bin/python bench/run_all.py --only memory,first-event
 
-Quick (about 10 minutes on a 2-core CPU): warm vs. per-request baseline on a 30 s clip with
+Quick (about 15 minutes on a 2-core CPU): warm vs. per-request baseline on a 30 s clip with
 the shipped default separator; chain overhead on 30 s; first tab event for 30 s and 5 min;
 1/2/4/8 concurrent 30 s songs and the refusal latency past the limit; peak RSS for 1 and
-10 minute songs. Long (an hour or more on a 2-core CPU): the same with a full-size
-random-weight HTDemucs where it applies, and the 60 minute memory run, embedded and as
-separate processes.
+10 minute songs; full-size HTDemucs (6 sources) on the CPU with today's vs the new
+settings; the video renderer's reference vs fast paint path (same frames checked). Long
+(an hour or more on a 2-core CPU): the same with a full-size random-weight HTDemucs where
+it applies, every bag shape and each Demucs change alone, the 60 minute memory run,
+embedded and as separate processes, and the video over 30 s with other x264 presets.
 
 Each script waits (up to --wait seconds) for the machine's 1-minute load average to drop
 below 0.7 before it starts, so other people's jobs skew the numbers less; the load at the
@@ -40,6 +42,8 @@ QUICK: dict[str, list[str]] = {
     "cold-start": ["bench_cold_start.py"],
     "concurrency": ["bench_concurrency.py", "--configs", "defaults;TRANSCRIBER_MAX_BATCH=1"],
     "memory": ["bench_memory.py", "--minutes", "1", "10"],
+    "demucs-cpu": ["bench_demucs_cpu.py"],
+    "video": ["bench_video.py", "--compare", "--write", "--seconds", "15"],
     "retry-after": ["bench_retry_after.py", "--seconds", "16"],
 }
 LONG: dict[str, list[str]] = {
@@ -50,6 +54,8 @@ LONG: dict[str, list[str]] = {
     "concurrency": ["bench_concurrency.py", "--full-demucs"],
     "memory": ["bench_memory.py", "--minutes", "1", "10", "60", "--split", "60"],
     "memory-video": ["bench_memory.py", "--minutes", "1", "10", "--video"],
+    "demucs-cpu": ["bench_demucs_cpu.py", "--long"],
+    "video": ["bench_video.py", "--long", "--write"],
 }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +102,26 @@ class StemStream(abc.ABC):
             out = self._finish()
         self.frames_out += _length(out)
         return out
+
+    def collect(self) -> StemBlocks:
+        """Return the stem audio that became final without new input.
+
+        A pipelined stream (see separator_svc.streaming) finishes segments in worker
+        threads; its caller waits on `oldest()` and then collects what it finalised.
+        """
+        if self._finished:
+            return self.empty()
+        self.check_cancelled()
+        out = self._drain()
+        self.frames_out += _length(out)
+        return out
+
+    def oldest(self) -> Future[Any] | None:
+        """The oldest work still running in the background, to wait on (None: none)."""
+        return None
+
+    def _drain(self) -> StemBlocks:
+        return self.empty()
 
     def empty(self) -> StemBlocks:
         """Zero-length blocks for every stem."""

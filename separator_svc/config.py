@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from separator_svc.accel_settings import Acceleration
 from separator_svc.fetch import FetchConfig
 from tabagent.audio import MAX_CHUNK_BYTES
 from tabagent.serving import env_float, env_int
@@ -50,6 +51,13 @@ class SeparatorConfig:
         SEPARATOR_CHUNK_SECONDS [1.0]: length of the returned stem chunks;
         SEPARATOR_MAX_BATCH [1], SEPARATOR_BATCH_WAIT_MS [10]: dynamic batching of
         segments across streams (1 = off);
+        SEPARATOR_WORKERS [0 = auto], SEPARATOR_THREADS [0 = auto]: segments in flight per
+        stream and torch threads per forward pass; SEPARATOR_ATTENTION [sdpa]: sdpa or
+        native; SEPARATOR_PRUNE [1]: compute only the requested sources;
+        SEPARATOR_PRECISION [fp32]: fp32, tf32, bf16, bf16-transformer, fp16 (all but
+        fp32 change the stems slightly);
+        SEPARATOR_COMPILE [off]: off, default, reduce-overhead, max-autotune
+        (see separator_svc.accel);
         TABAGENT_MAX_SECONDS [3600]: longest song accepted.
     """
 
@@ -67,6 +75,7 @@ class SeparatorConfig:
     chunk_seconds: float = 1.0
     max_batch: int = 1
     batch_wait: float = 0.010
+    accel: Acceleration = Acceleration()
     max_seconds: float = 3600.0
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     default_overlap: float = 0.25
@@ -104,6 +113,14 @@ class SeparatorConfig:
             chunk_seconds=env_float("SEPARATOR_CHUNK_SECONDS", d.chunk_seconds),
             max_batch=env_int("SEPARATOR_MAX_BATCH", d.max_batch),
             batch_wait=env_float("SEPARATOR_BATCH_WAIT_MS", d.batch_wait * 1000) / 1000,
+            accel=Acceleration(
+                workers=env_int("SEPARATOR_WORKERS", d.accel.workers),
+                threads=env_int("SEPARATOR_THREADS", d.accel.threads),
+                attention=os.environ.get("SEPARATOR_ATTENTION", d.accel.attention).strip().lower(),
+                prune=env_int("SEPARATOR_PRUNE", int(d.accel.prune)) != 0,
+                precision=os.environ.get("SEPARATOR_PRECISION", d.accel.precision).strip().lower(),
+                compile=os.environ.get("SEPARATOR_COMPILE", d.accel.compile).strip().lower(),
+            ),
             max_seconds=env_float("TABAGENT_MAX_SECONDS", d.max_seconds),
             grace=env_float("SEPARATOR_GRACE_SECONDS", d.grace),
             service_token=service_token_from_env(),
@@ -120,3 +137,7 @@ class SeparatorConfig:
             raise SystemExit("SEPARATOR_CHUNK_SECONDS must be between 0.05 and 4")
         if self.max_batch < 1 or self.batch_wait < 0:
             raise SystemExit("SEPARATOR_MAX_BATCH must be >= 1 and SEPARATOR_BATCH_WAIT_MS >= 0")
+        try:
+            self.accel.check()
+        except ValueError as exc:
+            raise SystemExit(f"SEPARATOR_WORKERS/THREADS/ATTENTION/PRECISION/COMPILE: {exc}") from None

@@ -50,6 +50,7 @@ class ModelHolder:
                     config.hub_cache,
                     max_batch=config.max_batch,
                     max_wait=config.batch_wait,
+                    accel=config.accel,
                     fetch=config.fetch,
                     progress=progress,
                 )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from separator_svc.accel import Acceleration, ThreadBudget, apply_process_settings
 from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
 from separator_svc.config import default_hub_cache
 from separator_svc.fetch import (
@@ -79,6 +81,8 @@ class DemucsModel(SeparatorModel):
         device: torch device the models run on.
         max_batch: >1 batches segments of concurrent streams into one forward pass.
         max_wait: longest a segment waits for others to batch with (seconds).
+        accel: threads, pipelining, attention kernel, pruning, precision (see
+            separator_svc.accel; default: the lossless fast settings).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class DemucsModel(SeparatorModel):
         device: str = "cpu",
         max_batch: int = 1,
         max_wait: float = 0.01,
+        accel: Acceleration | None = None,
     ) -> None:
         from demucs.htdemucs import HTDemucs
 
@@ -110,9 +115,14 @@ class DemucsModel(SeparatorModel):
         self.sources = tuple(bag.sources)
         self.weights = [list(map(float, w)) for w in bag.weights]
         self.aliases = {"guitar": "other"} if "guitar" not in self.sources else {}
+        self.accel = (accel or Acceleration()).resolved(device)
+        apply_process_settings(self.accel, device)
         message = f"loaded from {origin}"
         if self.aliases:
             message += "; a 'guitar' stem is served from the 'other' source"
+        message += f"; {self.accel.describe()}"
+        if self.accel.lossy:
+            message += " (reduced precision: stems differ from fp32)"
         sigs = ",".join(getattr(m, "_sig", "") for m in models if getattr(m, "_sig", ""))
         self.info = ModelInfo(
             name=name,
@@ -124,12 +134,22 @@ class DemucsModel(SeparatorModel):
             sample_rate=MODEL_RATE,
         )
         self.runners: list[SegmentRunner] = []
+        # Every CPU thread of the model, shared by whichever passes run at the moment.
+        budget = None if self.accel.workers == 1 else ThreadBudget(self.accel.workers * self.accel.threads)
         for model in models:
             model.to(device).eval()
             if max_batch > 1:
-                self.runners.append(BatchingSegmentRunner(model, device, max_batch, max_wait))
+                self.runners.append(
+                    BatchingSegmentRunner(model, device, max_batch, max_wait, accel=self.accel)
+                )
             else:
-                self.runners.append(SegmentRunner(model, device))
+                self.runners.append(SegmentRunner(model, device, accel=self.accel, concurrency=self.accel.workers,
+                                                  budget=budget))
+        # Segments in flight run their forward passes here; enough threads for a batch
+        # to fill from several streams' segments.
+        self._pool: ThreadPoolExecutor | None = None
+        if self.accel.workers > 1:
+            self._pool = ThreadPoolExecutor(max(self.accel.workers, max_batch), thread_name_prefix="segment")
 
     def open_stream(
         self,
@@ -149,6 +169,8 @@ class DemucsModel(SeparatorModel):
             aliases=self.aliases,
             in_rate=in_rate,
             in_channels=in_channels,
+            executor=self._pool,
+            depth=self.accel.workers,
         )
 
     def warm_up(self) -> None:
@@ -160,9 +182,11 @@ class DemucsModel(SeparatorModel):
             runner.run(segment)
 
     def close(self) -> None:
-        """Stop batching threads."""
+        """Stop batching threads and the segment workers."""
         for runner in self.runners:
             runner.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _demucs_version() -> str:
@@ -240,6 +264,7 @@ def load_model(
     hub_cache: Path | None = None,
     max_batch: int = 1,
     max_wait: float = 0.01,
+    accel: Acceleration | None = None,
     fetch: FetchConfig | None = None,
     progress: Progress | None = None,
 ) -> SeparatorModel:
@@ -254,6 +279,7 @@ def load_model(
         hub_cache: the Hugging Face hub cache folder; None reads HF_HUB_CACHE/HF_HOME.
         max_batch: >1 batches segments of concurrent streams (see runner.py).
         max_wait: longest a segment waits for a batch, in seconds.
+        accel: how the forward passes run (separator_svc.accel; default: lossless fast).
         fetch: the download settings (remote, cache, offline); None reads the environment.
         progress: download progress callback (default: a log line every few seconds).
 
@@ -283,7 +309,7 @@ def load_model(
             bag = _attempt(candidate, origin, load, tried)
             if bag is not None:
                 log.info("loaded %s from %s on %s", candidate, origin, device)
-                return DemucsModel(bag, candidate, origin, device, max_batch, max_wait)
+                return DemucsModel(bag, candidate, origin, device, max_batch, max_wait, accel)
     target = candidates[0]
     origin = f"{weights.config.remote_url} (downloaded to {weights.folder})"
     if weights.config.offline:
@@ -292,7 +318,7 @@ def load_model(
         bag = _attempt(target, origin, lambda: load_bag(weights.ensure(target, progress or LogProgress())), tried)
         if bag is not None:
             log.info("loaded %s from %s on %s", target, origin, device)
-            return DemucsModel(bag, target, origin, device, max_batch, max_wait)
+            return DemucsModel(bag, target, origin, device, max_batch, max_wait, accel)
     wanted = f"{name!r} ({', '.join(candidates)})" if name == AUTO else repr(name)
     message = (
         f"FALLBACK: no Demucs weights for {wanted} ({'; '.join(tried)}); separating with "

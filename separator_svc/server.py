@@ -132,15 +132,16 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             # one STFT frame, so it steps chunk by chunk; Demucs by about a segment).
             step_seconds = max(getattr(model, "segment_seconds", 0.0), 1e-3)
             while not ended:
-                items = [await queue.get()]
-                gathered = _seconds(items[0], validator.sample_rate)
+                first = await _next_item(queue, stream)
+                items = [] if first is _COLLECT else [first]
+                gathered = _seconds(first, validator.sample_rate)
                 while not queue.empty() and len(items) < self.config.read_ahead and gathered < step_seconds:
                     items.append(queue.get_nowait())
                     gathered += _seconds(items[-1], validator.sample_rate)
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
-                ended = items[-1] is END_OF_AUDIO
+                ended = bool(items) and items[-1] is END_OF_AUDIO
                 audio = [x for x in items if x is not END_OF_AUDIO]
                 if stream is None:
                     if not audio:
@@ -227,6 +228,26 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         return responses
 
 
+_COLLECT = object()  # no new audio: a pipelined stream finished a segment in the background
+
+
+async def _next_item(queue: asyncio.Queue[Any], stream: StemStream | None) -> Any:
+    """The next read-ahead item, or _COLLECT when the stream's oldest segment in flight
+    finishes first (so its stems leave without waiting for more audio)."""
+    oldest = stream.oldest() if stream is not None else None
+    if oldest is None or not queue.empty():
+        return await queue.get()
+    getter = asyncio.ensure_future(queue.get())
+    finished = asyncio.wrap_future(oldest)
+    # Its error (if any) is raised by the step that collects it; mark this copy as seen.
+    finished.add_done_callback(lambda f: f.cancelled() or f.exception())
+    done, _ = await asyncio.wait({getter, finished}, return_when=asyncio.FIRST_COMPLETED)
+    if getter in done:
+        return getter.result()
+    getter.cancel()  # asyncio.Queue.get leaves the item in the queue when cancelled
+    return _COLLECT
+
+
 def _seconds(item: Any, rate: int) -> float:
     """Seconds of audio in a read-ahead item (0 for the end marker or an error)."""
     return item.shape[0] / rate if isinstance(item, np.ndarray) and rate else 0.0
@@ -245,7 +266,7 @@ def _step(
     model's segment spans become its children.
     """
     with telemetry.attached(context):
-        out = stream.push(frames) if frames is not None else stream.empty()
+        out = stream.push(frames) if frames is not None else stream.collect()
         if ended:
             rest = stream.finish()
             out = {k: np.concatenate([out[k], rest[k]]) for k in out}

@@ -8,6 +8,7 @@ import soxr
 import torch
 from separator_fixtures import RATE, TINY_SEGMENT, empty_dir, noise_song, reference, tiny_repo
 
+from separator_svc.accel import Acceleration
 from separator_svc.model import DemucsModel, load_model
 from separator_svc.streaming import overlap_weight, stride_for
 
@@ -65,11 +66,35 @@ def test_other_overlap_and_requested_stems(model: DemucsModel) -> None:
 
 
 def test_first_output_after_one_segment(model: DemucsModel) -> None:
+    inline = DemucsModel(model.bag, "htdemucs", "test", "cpu", accel=Acceleration(workers=1))
     mix = noise_song(6 * RATE, seed=4)
     block = 4410
-    _, first_at, _ = run_stream(model, mix, block)
+    _, first_at, _ = run_stream(inline, mix, block)
     assert first_at is not None
     assert SEGMENT <= first_at < SEGMENT + block
+
+
+def test_pipelined_stream_hands_out_a_finished_segment_without_more_input(model: DemucsModel) -> None:
+    piped = DemucsModel(model.bag, "htdemucs", "test", "cpu", accel=Acceleration(workers=2, threads=1))
+    try:
+        mix = noise_song(4 * RATE, seed=4)
+        stream = piped.open_stream([])
+        out = stream.push(mix[:SEGMENT])  # the first segment starts in a worker
+        oldest = stream.oldest()
+        if oldest is not None:
+            assert next(iter(out.values())).shape[0] == 0
+            oldest.result(timeout=60)
+            out = stream.collect()  # what the server does once the segment is done
+        assert next(iter(out.values())).shape[0] == stride_for(SEGMENT, 0.25)
+        assert stream.oldest() is None and stream.collect()["drums"].shape[0] == 0
+        # At most `workers` segments run at once, however much audio arrives.
+        stream.push(mix[SEGMENT:])
+        assert stream.in_flight <= 2
+        rest = stream.finish()
+        assert stream.in_flight == 0 and stream.frames_out == mix.shape[0]
+        assert rest["drums"].shape[0] > 0
+    finally:
+        piped.close()
 
 
 def test_ft_bag_weights_and_skipped_specialists() -> None:

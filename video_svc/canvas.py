@@ -3,6 +3,12 @@
 Frames are composed directly in the encoder's pixel format, so no full-frame colour
 conversion happens per frame: the background is scaled into YUV by swscale, the static
 overlay and the sprites are converted once, and rectangles and sprites are plain slices.
+
+`Scaler` keeps one swscale context per stream (creating one per frame cost as much as
+the scaling) and paints straight into the frame swscale returns: the canvas's planes
+are views of that VideoFrame, which goes to the encoder as it is, so no frame is copied
+between the background and x264. `Canvas.from_rgb` (a fresh context and a packed copy)
+is the reference path the tests compare it with.
 """
 
 from __future__ import annotations
@@ -93,20 +99,43 @@ class Sprite:
 
 
 class Canvas:
-    """One frame's Y, U and V planes over a single (h*3/2, w) buffer, PyAV's yuv420p layout."""
+    """One frame's Y, U and V planes: over a single (h*3/2, w) buffer (PyAV's yuv420p
+    layout), or over the planes of a VideoFrame (`Canvas.wrap`)."""
 
     def __init__(self, width: int, height: int, buffer: np.ndarray | None = None) -> None:
         self.width = width
         self.height = height
         if buffer is None:
             buffer = np.zeros((height * 3 // 2, width), dtype=np.uint8)
-        self.buffer = buffer
+        self._buffer: np.ndarray | None = buffer
+        self._frame: av.VideoFrame | None = None
         # The planes follow each other without row alignment (U and V may share a row).
         flat = buffer.reshape(-1)
         luma, chroma = width * height, (width // 2) * (height // 2)
         self.y = flat[:luma].reshape(height, width)
         self.u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
         self.v = flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2)
+
+    @classmethod
+    def wrap(cls, frame: av.VideoFrame) -> Canvas:
+        """A canvas drawing straight into a yuv420p VideoFrame's planes (no copy)."""
+        if frame.format.name != "yuv420p":
+            raise ValueError(f"a canvas wraps yuv420p frames, not {frame.format.name}")
+        canvas = cls.__new__(cls)
+        canvas.width, canvas.height = frame.width, frame.height
+        canvas._buffer = None
+        canvas._frame = frame
+        canvas.y, canvas.u, canvas.v = (_plane_view(p) for p in frame.planes[:3])
+        return canvas
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """The frame as one packed (h*3/2, w) yuv420p array (a copy for a wrapped frame)."""
+        if self._buffer is not None:
+            return self._buffer
+        return np.concatenate([self.y.reshape(-1), self.u.reshape(-1), self.v.reshape(-1)]).reshape(
+            self.height * 3 // 2, self.width
+        )
 
     @classmethod
     def from_rgb(cls, rgb: np.ndarray, width: int, height: int) -> Canvas:
@@ -118,9 +147,10 @@ class Canvas:
         return cls(width, height, out.to_ndarray())
 
     def to_frame(self) -> av.VideoFrame:
-        """A VideoFrame holding a copy of the canvas."""
-        frame = av.VideoFrame.from_ndarray(self.buffer, format="yuv420p")
-        return frame
+        """The canvas as a VideoFrame: the wrapped frame itself, else a copy of the buffer."""
+        if self._frame is not None:
+            return self._frame
+        return av.VideoFrame.from_ndarray(self.buffer, format="yuv420p")
 
     def fill(self, x0: int, y0: int, x1: int, y1: int, yuv: tuple[int, int, int]) -> None:
         """Fill a rectangle (clipped to the canvas) with a solid colour."""
@@ -152,6 +182,39 @@ class Canvas:
         cm = sprite.cmask[cs]
         np.copyto(self.u[c], sprite.u[cs], where=cm)
         np.copyto(self.v[c], sprite.v[cs], where=cm)
+
+
+def _plane_view(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A writable (height, width) uint8 view of one plane of a VideoFrame."""
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+class Scaler:
+    """Scales each frame's RGB background into a new yuv420p canvas with one kept
+    swscale context (the same bilinear BT.709 conversion as `Canvas.from_rgb`, which
+    the tests hold it to, pixel for pixel).
+
+    Not thread-safe: one per stream, called for one frame at a time.
+    """
+
+    def __init__(self, width: int, height: int) -> None:
+        from av.video.reformatter import Colorspace, Interpolation, VideoReformatter
+
+        self.width = width
+        self.height = height
+        self._reformatter = VideoReformatter()
+        self._colorspace = Colorspace[COLORSPACE]
+        self._interpolation = Interpolation.BILINEAR
+
+    def canvas(self, rgb: np.ndarray) -> Canvas:
+        """A canvas of the video's size holding `rgb` (any size) scaled and converted."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        out = self._reformatter.reformat(
+            frame, width=self.width, height=self.height, format="yuv420p", dst_colorspace=self._colorspace,
+            interpolation=self._interpolation, threads=1,
+        )
+        return Canvas.wrap(out)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class VideoConfig:
     crf: int = 23
     encoder_threads: int = 2
     paint_threads: int = 1
+    paint_reference: bool = False           # the slower reference paint path (benchmarks, tests)
     audio_bitrate: int = 192_000
     diffusion: str = "auto"                 # "auto": load when weights are found; "off"
     diffusion_model_dir: str = ""
@@ -57,7 +58,8 @@ class VideoConfig:
 
         Variables: VIDEO_HOST, VIDEO_PORT, VIDEO_METRICS_PORT, VIDEO_MAX_STREAMS, VIDEO_MAX_QUEUE,
         VIDEO_MAX_WIDTH, VIDEO_MAX_HEIGHT, VIDEO_MAX_SECONDS, VIDEO_X264_PRESET, VIDEO_CRF,
-        VIDEO_ENCODER_THREADS, VIDEO_PAINT_THREADS, VIDEO_AUDIO_BITRATE, VIDEO_DIFFUSION
+        VIDEO_ENCODER_THREADS, VIDEO_PAINT_THREADS, VIDEO_PAINT_REFERENCE (1: the slower
+        reference paint path the fast one is checked against), VIDEO_AUDIO_BITRATE, VIDEO_DIFFUSION
         (auto|off), DIFFUSION_MODEL_DIR, DIFFUSION_MODEL (hub repo id), HF_HUB_CACHE or
         HF_HOME (the hub cache, read offline), DIFFUSION_DEVICE
         (auto|cpu|cuda|cuda:N), DIFFUSION_STEPS, DIFFUSION_STRENGTH, DIFFUSION_CADENCE,
@@ -79,6 +81,7 @@ class VideoConfig:
             crf=env_int("VIDEO_CRF", cls.crf),
             encoder_threads=env_int("VIDEO_ENCODER_THREADS", cls.encoder_threads),
             paint_threads=env_int("VIDEO_PAINT_THREADS", cls.paint_threads),
+            paint_reference=env_int("VIDEO_PAINT_REFERENCE", int(cls.paint_reference)) != 0,
             audio_bitrate=env_int("VIDEO_AUDIO_BITRATE", cls.audio_bitrate),
             diffusion=_env_str("VIDEO_DIFFUSION", cls.diffusion).lower(),
             diffusion_model_dir=os.environ.get("DIFFUSION_MODEL_DIR", "").strip(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabagent.notes import Note
 from video_svc.background import Background
-from video_svc.canvas import Canvas, yuv_of
+from video_svc.canvas import Canvas, Scaler, yuv_of
 from video_svc.hud import Hud
 from video_svc.layout import Highlight, Layout
 from video_svc.motion import Cue
@@ -24,15 +24,21 @@ class FramePainter:
         layout: the geometry (its `notes` are the ones drawn).
         style: the preset.
         background: draws the image under the panels.
+        reference: draw with the slower reference path (tests and benchmarks).
     """
 
-    def __init__(self, layout: Layout, style: Style, background: Background, expected_seconds: float = 0.0) -> None:
+    def __init__(
+        self, layout: Layout, style: Style, background: Background, expected_seconds: float = 0.0, reference: bool = False
+    ) -> None:
         if layout.notes is None:
             raise ValueError("the painter needs a layout with notes")
         self.layout = layout
         self.timeline: NoteTimeline = layout.notes
         self.style = style
         self.background = background
+        # reference=True: the slower path (a fresh swscale context and packed copies per
+        # frame) that the fast one must match pixel for pixel.
+        self._scaler = None if reference else Scaler(layout.width, layout.height)
         self.patches = static_patches(layout, style)
         self.sprites = SpriteBook(layout, style)
         self.hud = Hud(layout, style, self.timeline, expected_seconds)
@@ -49,7 +55,11 @@ class FramePainter:
     def paint(self, cue: Cue) -> Canvas:
         """Draw the frame of `cue` (song time cue.t) and return its canvas."""
         lay = self.layout
-        canvas = Canvas.from_rgb(self.background.render(cue), lay.width, lay.height)
+        rgb = self.background.render(cue)
+        if self._scaler is not None:
+            canvas = self._scaler.canvas(rgb)
+        else:
+            canvas = Canvas.from_rgb(rgb, lay.width, lay.height)
         for patch in self.patches:
             patch.apply(canvas)
         highlights = lay.highlighted(cue.t)

@@ -162,7 +162,9 @@ class RenderSession:
         s = self.spec
         self.layout = Layout(s.width, s.height, s.fps, shown, s.title, self.timeline)
         background = self.backend.background(s.diffusion, s.style, s.width, s.height, s.seed)
-        self.painter = FramePainter(self.layout, s.style, background, s.expected_seconds)
+        self.painter = FramePainter(
+            self.layout, s.style, background, s.expected_seconds, reference=self.config.paint_reference
+        )
         log.info(
             "render %s: %dx%d@%d %s, parts %s",
             s.song_id or "-", s.width, s.height, s.fps, s.style.name, [n for n, _ in shown] or "none",
