@@ -24,6 +24,7 @@ import numpy as np
 
 from tabagent import tuning as tunings
 from tabagent.errors import BadConfig
+from tabagent.fingering_lead import lead_flags
 from tabagent.fingering_search import FEATURES, Context, Layer, Search, feature_weights
 from tabagent.fretboard import (
     CHORD_GAP,
@@ -105,14 +106,16 @@ def _events(notes: list[Note], tuning: Tuning, weights: Weights) -> tuple[list[E
 
 
 def _mark_keys(events: Sequence[Event], tuning: Tuning, history: Sequence[Event] = ()) -> None:
-    """Set each event's open_key flag from the local key (history gives earlier context)."""
+    """Set each event's open_key and lead flags from its surroundings (history gives earlier context)."""
     context = [*history, *events]
     if not context:
         return
     chroma = np.array([event_chroma(e.notes) for e in context])
     flags = open_key_flags([e.onset for e in context], chroma, tuning)
-    for event, flag in zip(events, flags[len(history) :], strict=True):
+    leads = lead_flags(context, tuning)
+    for event, flag, lead in zip(events, flags[len(history) :], leads[len(history) :], strict=True):
         event.open_key = flag
+        event.lead = lead
 
 
 def assign(notes: Iterable[Note], tuning: Tuning, weights: Weights | None = None) -> FingeringResult:
@@ -190,7 +193,7 @@ class StreamingFingerer:
         self._held: list[Note] = []           # committed notes that may still be cut
         self._history: list[Event] = []       # committed events still in the key window
         self._last: list[Note | None] = [None] * len(tuning.strings)
-        self._layers: dict[int, tuple[bool, Layer]] = {}  # id(event) -> (key mark, states)
+        self._layers: dict[int, tuple[tuple[bool, bool], Layer]] = {}  # id(event) -> (marks, states)
 
     def push(self, notes: Iterable[Note], final_until: float) -> FingeringResult:
         """Add notes that start before `final_until`; return those now final.
@@ -245,10 +248,10 @@ class StreamingFingerer:
         if not self._events:
             return
         _mark_keys(self._events, self.tuning, self._history)
-        # An event's states change only with its key mark: keep them across pushes.
+        # An event's states change only with its key and lead marks: keep them across pushes.
         layers = []
         for event in self._events:
-            key = event.open_key
+            key = (event.open_key, event.lead)
             hit = self._layers.get(id(event))
             if hit is None or hit[0] != key:
                 hit = (key, Layer(event, self.tuning, self.weights, self._search.priced))

@@ -65,6 +65,7 @@ class Context:
 # move between two states; each is priced by the Weights field of the same name.
 POSITION_FEATURES = (
     "height", "line_height", "open_low", "open_off_key", "open_mid", "open_high", "reach", "reach_near_nut",
+    "lead_low",
 )
 STATE_FEATURES = (*SHAPE_FEATURES, *POSITION_FEATURES)
 MOVE_FEATURES = (
@@ -106,6 +107,9 @@ class Layer:
                 f[:, _COL["open_low" if event.open_key else "open_off_key"]] = shape.n_open * low
                 f[:, _COL["open_mid"]] = shape.n_open * ~low
                 f[:, _COL["open_high"]] = shape.n_open * np.maximum(p - weights.open_position - 1, 0) * ~low
+            if event.lead and not shape.n_open:
+                # A lead line sits in a box up the neck (`tabagent.fingering_lead`).
+                f[:, _COL["lead_low"]] = np.maximum(weights.lead_from - p, 0)
             if reach:
                 # Frets are wider near the nut: the pinky's reach costs more there.
                 near = lo - 1 + tuning.capo < weights.reach_low_below

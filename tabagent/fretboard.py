@@ -92,6 +92,8 @@ class Weights:
     reach: float = 0.0            # a single note one fret above the box, under the pinky (0: never)
     reach_near_nut: float = 0.0   # the same for a hand below `reach_low_below` (capo counted)
     reach_low_below: int = 5
+    lead_low: float = 0.0         # per fret a fretted hand sits below `lead_from`, in a lead line
+    lead_from: int = 6
 
 
 # Fitted on the dev songs of bench/human_tabs.py, kept where the synthetic pieces and the
@@ -112,6 +114,7 @@ GUITAR = Weights(
     reach_near_nut=0.45,
     high_fret=0.05,
     high_from=12,
+    lead_low=0.06,
 )
 BASS = Weights(
     # Fitted on the dev songs of bench/human_tabs.py. Bass players keep a line on the low
@@ -166,6 +169,7 @@ class Event:
     shapes: list[Shape] = field(default_factory=list)
     dropped: list[Note] = field(default_factory=list)
     open_key: bool = True
+    lead: bool = False  # a single note of a lead line (`tabagent.fingering_lead`)
 
 
 def group_events(notes: Sequence[Note]) -> list[list[Note]]:
