@@ -107,8 +107,10 @@ class Layer:
                 f[:, _COL["open_low" if event.open_key else "open_off_key"]] = shape.n_open * low
                 f[:, _COL["open_mid"]] = shape.n_open * ~low
                 f[:, _COL["open_high"]] = shape.n_open * np.maximum(p - weights.open_position - 1, 0) * ~low
-            if event.lead and not shape.n_open:
-                # A lead line sits in a box up the neck (`tabagent.fingering_lead`).
+            if event.lead:
+                # A lead line sits in a box up the neck (`tabagent.fingering_lead`); an open
+                # string there costs the same as a fretted note, else the cost would push
+                # the line onto open strings in a low box.
                 f[:, _COL["lead_low"]] = np.maximum(weights.lead_from - p, 0)
             if reach:
                 # Frets are wider near the nut: the pinky's reach costs more there.

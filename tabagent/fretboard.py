@@ -92,7 +92,7 @@ class Weights:
     reach: float = 0.0            # a single note one fret above the box, under the pinky (0: never)
     reach_near_nut: float = 0.0   # the same for a hand below `reach_low_below` (capo counted)
     reach_low_below: int = 5
-    lead_low: float = 0.0         # per fret a fretted hand sits below `lead_from`, in a lead line
+    lead_low: float = 0.0         # per fret the hand sits below `lead_from`, in a lead line
     lead_from: int = 6
 
 
