@@ -22,7 +22,7 @@ from tabagent.tuning import Tuning
 
 WINDOW = 2.0        # seconds either side of the event
 SINGLE_SHARE = 0.9  # share of single-note events in the window
-RATE = 3.0          # events per second in the window
+RATE = 4.0          # events per second in the window
 HEIGHT = 19         # mean pitch, semitones above the lowest open string (B3 on a guitar)
 
 
