@@ -5,10 +5,9 @@ than in first position, where the same pitches also lie: the fingering search
 alone, seeing only that the lower box is a little cheaper, keeps such lines low (on the
 dev songs of bench/human_tabs.py the engine's single notes sat at frets 1-3 far more
 often than the tabbers', and at frets 7-9 far less). This module marks the events of
-such lines so the search can price a fretted hand low on the neck there
-(`Weights.lead_low`). A line is lead where, around the event, nearly every event is a
-single note, there are several a second, and their mean pitch lies well above the
-lowest open string.
+such lines so the search can price a hand low on the neck there (`Weights.lead_low`).
+A line is lead where, around the event, nearly every event is a single note and the
+notes are fast and well above the lowest open string, or high (`TIERS`).
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ from tabagent.tuning import Tuning
 
 WINDOW = 2.0        # seconds either side of the event
 SINGLE_SHARE = 0.9  # share of single-note events in the window
-RATE = 4.0          # events per second in the window
-HEIGHT = 19         # mean pitch, semitones above the lowest open string (B3 on a guitar)
+# (events per second, mean pitch in semitones above the lowest open string): a fast line
+# from B3 up on a guitar, or any line of at least two notes a second from E4 (the top
+# string) up. An open-position melody (three eighth notes a second around C4) is neither.
+TIERS = ((4.0, 19), (2.0, 24))
 
 
 def lead_flags(events: Sequence[Event], tuning: Tuning) -> list[bool]:
@@ -40,5 +41,9 @@ def lead_flags(events: Sequence[Event], tuning: Tuning) -> list[bool]:
     count = hi - lo
     share = (cum_single[hi] - cum_single[lo]) / count
     mean_height = (cum_height[hi] - cum_height[lo]) / count
-    lead = (single > 0) & (share >= SINGLE_SHARE) & (count / (2 * WINDOW) >= RATE) & (mean_height >= HEIGHT)
+    rate = count / (2 * WINDOW)
+    line = (single > 0) & (share >= SINGLE_SHARE)
+    lead = np.zeros(len(events), dtype=bool)
+    for min_rate, min_height in TIERS:
+        lead |= line & (rate >= min_rate) & (mean_height >= min_height)
     return [bool(x) for x in lead]
