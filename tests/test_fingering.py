@@ -151,6 +151,31 @@ def test_fingerpicked_chords_skip_strings_between_bass_and_treble() -> None:
     assert [(n.string, n.fret) for n in held[:4]] == [(1, 3), (3, 0), (4, 1), (5, 0)]
 
 
+def test_lead_lines_are_marked_from_rate_register_and_chords() -> None:
+    # Fast single notes high up are a lead line; the same notes slower and lower (an
+    # open-position melody), or among chords, are not.
+    weights = weights_for(GUITAR)
+    fast = fingering._events(_line([67, 66, 67, 66, 67, 69] * 4), GUITAR, weights)[0]
+    assert all(e.lead for e in fast)
+    melody = fingering._events(_line([64, 65, 67, 65, 64, 62, 60, 59, 57, 59] * 3, step=0.3), GUITAR, weights)[0]
+    assert not any(e.lead for e in melody)
+    strum = fingering._events(_line([(40, 47, 52), 67, 66, (45, 52, 57), 67, 69] * 4), GUITAR, weights)[0]
+    assert not any(e.lead for e in strum)
+
+
+def test_a_lead_line_sits_in_a_box_up_the_neck() -> None:
+    # Aria's intro (a dev song of bench/human_tabs.py): the tabber plays the line on the
+    # B string at frets 7-10, not on the top string in second position; so does the
+    # streaming fingerer.
+    motif = [67, 66, 67, 66, 67, 69] * 4
+    notes = _line(motif)
+    assign(notes, GUITAR)
+    assert {(n.string, n.fret) for n in notes} == {(4, 7), (4, 8), (4, 10)}
+    stream = StreamingFingerer(GUITAR)
+    streamed = stream.push(_line(motif), 1e9).notes + stream.flush().notes
+    assert [(n.string, n.fret) for n in streamed] == [(n.string, n.fret) for n in notes]
+
+
 def test_search_cost_is_its_named_features_times_their_weights() -> None:
     # The bench prices a human's fingering with these features (bench/fingering_errors.py
     # --costs) and fits weights to them (bench/fit_fingering.py): summed along the path
