@@ -105,8 +105,11 @@ class Layer:
             if shape.n_open:
                 low = p <= weights.open_position
                 f[:, _COL["open_low" if event.open_key else "open_off_key"]] = shape.n_open * low
-                f[:, _COL["open_mid"]] = shape.n_open * ~low
-                f[:, _COL["open_high"]] = shape.n_open * np.maximum(p - weights.open_position - 1, 0) * ~low
+                # A lead line rings open strings under a hand up the neck (a pedal note
+                # between fretted ones) more freely than chords do.
+                up = shape.n_open * ~low * (weights.lead_open_up if event.lead else 1.0)
+                f[:, _COL["open_mid"]] = up
+                f[:, _COL["open_high"]] = up * np.maximum(p - weights.open_position - 1, 0)
             if event.lead:
                 # A lead line sits in a box up the neck (`tabagent.fingering_lead`); an open
                 # string there costs the same as a fretted note, else the cost would push

@@ -94,6 +94,7 @@ class Weights:
     reach_low_below: int = 5
     lead_low: float = 0.0         # per fret the hand sits below `lead_from`, in a lead line
     lead_from: int = 6
+    lead_open_up: float = 1.0     # share of open_mid and open_high a lead line pays
 
 
 # Fitted on the dev songs of bench/human_tabs.py, kept where the synthetic pieces and the
@@ -115,6 +116,7 @@ GUITAR = Weights(
     high_fret=0.05,
     high_from=12,
     lead_low=0.06,
+    lead_open_up=0.0,
 )
 BASS = Weights(
     # Fitted on the dev songs of bench/human_tabs.py. Bass players keep a line on the low
