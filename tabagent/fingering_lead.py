@@ -7,7 +7,8 @@ dev songs of bench/human_tabs.py the engine's single notes sat at frets 1-3 far 
 often than the tabbers', and at frets 7-9 far less). This module marks the events of
 such lines so the search can price a hand low on the neck there (`Weights.lead_low`).
 A line is lead where, around the event, nearly every event is a single note and the
-notes are fast and well above the lowest open string, or high (`TIERS`).
+notes are fast and well above the low E string (on a 6-string, the lowest), or high
+(`TIERS`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tabagent.tuning import Tuning
 
 WINDOW = 2.0        # seconds either side of the event
 SINGLE_SHARE = 0.9  # share of single-note events in the window
-# (events per second, mean pitch in semitones above the lowest open string): a fast line
+# (events per second, mean pitch in semitones above the sixth string from the top): a fast line
 # from B3 up on a guitar, or any line of at least two notes a second from E4 (the top
 # string) up. An open-position melody (three eighth notes a second around C4) is neither.
 TIERS = ((4.0, 19), (2.0, 24))
@@ -33,7 +34,10 @@ def lead_flags(events: Sequence[Event], tuning: Tuning) -> list[bool]:
         return []
     onsets = np.array([e.onset for e in events])
     single = np.array([len(e.notes) == 1 for e in events], dtype=float)
-    height = np.array([np.mean([n.pitch for n in e.notes]) for e in events]) - min(tuning.sounding)
+    # Height above the sixth string from the top: a 7-string's extra low string does not
+    # move where a lead line sits.
+    base = sorted(tuning.sounding)[-min(6, len(tuning.sounding))]
+    height = np.array([np.mean([n.pitch for n in e.notes]) for e in events]) - base
     cum_single = np.concatenate([[0.0], np.cumsum(single)])
     cum_height = np.concatenate([[0.0], np.cumsum(height)])
     lo = np.searchsorted(onsets, onsets - WINDOW, side="left")
