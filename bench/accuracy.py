@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -147,7 +148,7 @@ def report(rows: list[Row], command: str) -> str:
         "7-string, capo 2, and 4/5/6-string bass). Each piece is written as a player would tab",
         "it, so its string and fret are the reference.",
         "",
-        f"Command: `{command}`",
+        f"Command: `{command}` (the fingering tables alone, in seconds: `--no-transcribe`)",
         "",
         "## Fingering, given the true pitches",
         "",
@@ -256,16 +257,22 @@ def report(rows: list[Row], command: str) -> str:
     return "\n".join(lines)
 
 
-def _keep_other_sections(path: Path, text: str) -> str:
-    """Carry over the sections other benchmarks wrote into the file (between
-    `<!-- NAME:start -->` and `<!-- NAME:end -->`: human-tabs, chain)."""
-    import re
+TRANSCRIPTION = "## Transcription (Basic Pitch ONNX) on the synthesised pieces"
+NEXT = "## How the engine decides"
 
+
+def _keep_other_sections(path: Path, text: str, transcribed: bool) -> str:
+    """This script's part of the file (its head, up to the first `<!-- NAME:start -->`
+    marker) replaced by `text`; everything from that marker on (other benchmarks'
+    sections and the notes written around them) kept as it is. Without a transcription
+    run the transcription section already in the file is kept too."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    blocks = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", old, re.S)]
-    if not blocks:
-        return text
-    return text.rstrip("\n") + "\n\n" + "\n\n".join(blocks) + "\n"
+    first = re.search(r"<!-- [\w-]+:start -->", old)
+    head, rest = (old[: first.start()], old[first.start() :]) if first else (old, "")
+    if not transcribed and TRANSCRIPTION in head and NEXT in head and NEXT in text:
+        kept = head[head.index(TRANSCRIPTION) : head.index(NEXT)]
+        text = text.replace(NEXT, kept + NEXT, 1)
+    return text.rstrip("\n") + "\n\n" + rest if rest else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     rows = run(not args.no_transcribe)
-    command = ".venv/bin/python bench/accuracy.py" + (" --no-transcribe" if args.no_transcribe else "")
+    command = ".venv/bin/python bench/accuracy.py"
     text = report(rows, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = _keep_other_sections(args.out, text)
+    text = _keep_other_sections(args.out, text, not args.no_transcribe)
     args.out.write_text(text, encoding="utf-8")
     total = sum(r.notes for r in rows)
     logger.info(
