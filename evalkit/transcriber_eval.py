@@ -27,6 +27,7 @@ from evalkit.scoring import Scores, onset_scores
 from tabagent import tuning as tunings
 from tabagent.notes import Note
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
+from transcriber_svc.decoder import DecoderSettings
 from transcriber_svc.model import BasicPitchModel
 from transcriber_svc.pipeline import NoteTracker
 from transcriber_svc.postprocess import PostSettings, to_note
@@ -43,6 +44,7 @@ def transcribe(
     instrument: str,
     block: int = AUDIO_SAMPLE_RATE,
     post: PostSettings | None = None,
+    decoder: DecoderSettings | None = None,
 ) -> tuple[list[Note], list[Note]]:
     """Stream 22,050 Hz mono audio through a NoteTracker.
 
@@ -53,13 +55,14 @@ def transcribe(
         block: samples per push.
         post: post-processing settings; when omitted, the instrument's defaults for an
             isolated stem (what this module evaluates).
+        decoder: decoding settings (Basic Pitch's defaults when omitted).
 
     Returns:
         (raw decoded notes, final notes the service would send incl. out of range).
     """
     tuning = tunings.standard(instrument)
     post = post or PostSettings.for_instrument(instrument, tuning, isolated=True)
-    tracker = NoteTracker(tuning, instrument, post=post, keep_raw=True)
+    tracker = NoteTracker(tuning, instrument, decoder=decoder, post=post, keep_raw=True)
     final: list[Note] = []
     for start in range(0, audio.size, block):
         out = tracker.add_outputs(model.forward_each(tracker.push_audio(audio[start : start + block])))

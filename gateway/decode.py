@@ -148,21 +148,10 @@ def _is_mp4_family(head: bytes) -> bool:
 
 def _wav_declared_seconds(path: Path) -> float | None:
     """Seconds a RIFF/WAVE header promises (FFmpeg trusts the file size instead)."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    data = _wav_data(path)
+    if data is None or data[1] in (0, 0xFFFFFFFF):
         return None
-    pos, byte_rate = 12, 0
-    while pos + 8 <= len(head):
-        cid, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
-        if cid == b"fmt " and pos + 20 <= len(head):
-            byte_rate = struct.unpack("<I", head[pos + 16 : pos + 20])[0]
-        if cid == b"data":
-            if byte_rate and size not in (0, 0xFFFFFFFF):
-                return size / byte_rate
-            return None
-        pos += 8 + size + (size & 1)
-    return None
+    return data[1] / data[2]
 
 
 def _header_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
@@ -182,10 +171,7 @@ def declared_seconds(path: Path) -> float | None:
             streams = c.streams.audio
             if not streams:
                 return None
-            st = streams[0]
-            if st.duration and st.time_base:
-                return float(st.duration * st.time_base)
-            return c.duration / 1e6 if c.duration else None
+            return _header_seconds(c, streams[0]) or None
     except (av.error.FFmpegError, OSError, ValueError):
         return None
 

@@ -298,7 +298,8 @@ def load_model(
     cache = hub_cache if hub_cache is not None else default_hub_cache()
     weights = WeightCache(fetch or FetchConfig.from_env())
     candidates = PREFERRED_MODELS if name == AUTO else (name,)
-    tried: list[str] = []
+    tried: list[str] = []     # why a found file did not load, or the download did not
+    missing: list[str] = []   # where the weights were looked for and not found
     for candidate in candidates:
         sources: list[tuple[str, Any]] = []
         if model_dir is not None:
@@ -306,7 +307,7 @@ def load_model(
         sources.append((f"hub cache {cache}", lambda c=candidate: _load_from_hub(c, Path(cache))))
         sources.append((f"torch cache {weights.folder}", lambda c=candidate: _load_cached(c, weights)))
         for origin, load in sources:
-            bag = _attempt(candidate, origin, load, tried)
+            bag = _attempt(candidate, origin, load, tried, missing)
             if bag is not None:
                 log.info("loaded %s from %s on %s", candidate, origin, device)
                 return DemucsModel(bag, candidate, origin, device, max_batch, max_wait, accel)
@@ -315,11 +316,14 @@ def load_model(
     if weights.config.offline:
         tried.append("download: off (TABAGENT_OFFLINE=1 / --offline)")
     else:
-        bag = _attempt(target, origin, lambda: load_bag(weights.ensure(target, progress or LogProgress())), tried)
+        bag = _attempt(target, origin, lambda: load_bag(weights.ensure(target, progress or LogProgress())), tried,
+                       missing)
         if bag is not None:
             log.info("loaded %s from %s on %s", target, origin, device)
             return DemucsModel(bag, target, origin, device, max_batch, max_wait, accel)
     wanted = f"{name!r} ({', '.join(candidates)})" if name == AUTO else repr(name)
+    if missing:  # one mention per place, however many models were looked for there
+        tried.insert(0, "not in " + ", ".join(dict.fromkeys(missing)))
     message = (
         f"FALLBACK: no Demucs weights for {wanted} ({'; '.join(tried)}); separating with "
         "the DSP fallback (median-filter HPSS and band splits), far below Demucs quality. "
@@ -330,12 +334,13 @@ def load_model(
     return DspModel(name="dsp", fallback=True, message=message, requested=name)
 
 
-def _attempt(name: str, origin: str, load: Any, tried: list[str]) -> Any:
-    """Run one loader; None (and the reason appended to `tried`) when it fails."""
+def _attempt(name: str, origin: str, load: Any, tried: list[str], missing: list[str]) -> Any:
+    """Run one loader; None when it fails, with `origin` appended to `missing` (no file
+    there) or the reason to `tried` (a file that did not load, a failed download)."""
     try:
         return load()
     except FileNotFoundError as exc:
-        tried.append(f"{origin}: {exc}")
+        missing.append(origin)
         log.info("%s not found in %s: %s", name, origin, exc)
     except FetchError as exc:
         tried.append(f"download: {exc}")

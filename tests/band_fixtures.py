@@ -5,8 +5,8 @@ and overdriven guitars, a sustained organ (no decay, slow attack: the keys that 
 under a bass line) and a decaying piano; drums from `synth.render_drums`. `chain_notes`
 runs what the embedded chain runs on a mix, in-process: the DSP separator's guitar and
 bass stems (averaged to mono, as the gateway sends them), the transcriber's
-post-processing with its service defaults (not isolated: the DSP guitar stem holds the
-keys too), and the gateway's bleed filter with the mix's stereo field.
+decoding and post-processing with its service defaults (not isolated: the DSP guitar stem
+holds the keys too), and the gateway's bleed filter with the mix's stereo field.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from tabagent import tuning as tunings
 from tabagent.notes import Note
 from tabagent.v1 import audio_pb2
 from transcriber_svc.basicpitch import AUDIO_SAMPLE_RATE
+from transcriber_svc.decoder import DecoderSettings
 from transcriber_svc.postprocess import PostSettings
+from transcriber_svc.request import default_frame_threshold
 
 RATE = synth.SAMPLE_RATE
 ORGAN = synth.Voice(harmonics=10, brightness=0.8, decay=0.02, harmonic_decay=0.0, attack=0.03, release=0.06)
@@ -91,15 +93,18 @@ def mix(parts: Sequence[tuple[np.ndarray, float, float]]) -> np.ndarray:
     return synth.mix(tracks, pans=pans)
 
 
-def chain_notes(audio: np.ndarray, guitar_tuning: str = "standard") -> dict[str, list[Note]]:
-    """The notes the embedded chain sends for a mix's guitar and bass (in range)."""
+def chain_notes(audio: np.ndarray, guitar_tuning: str = "standard", isolated: bool = False) -> dict[str, list[Note]]:
+    """The notes the embedded chain sends for a mix's guitar and bass (in range); `isolated`:
+    as if each stem held its instrument alone (a Demucs 6-stem model's settings)."""
     stream = DspModel().open_stream(["guitar", "bass"])
     head, tail = stream.push(audio), stream.finish()
     parts: dict[str, list[Note]] = {}
     for part, tuning in (("guitar", tunings.named("guitar", guitar_tuning)), ("bass", tunings.standard("bass"))):
         stem = np.concatenate([head[part], tail[part]]).mean(axis=1)
         stem22 = soxr.resample(stem, RATE, AUDIO_SAMPLE_RATE, "HQ").astype(np.float32)
-        _, sent = evaluate.transcribe(warm_model(), stem22, part, post=PostSettings.for_instrument(part, tuning))
+        decoder = DecoderSettings(frame_threshold=default_frame_threshold(part, isolated))
+        post = PostSettings.for_instrument(part, tuning, isolated=isolated)
+        _, sent = evaluate.transcribe(warm_model(), stem22, part, post=post, decoder=decoder)
         parts[part] = [n for n in sent if tuning.playable(n.pitch)]
     stereo = StereoField(seconds=audio.shape[0] / RATE + 1.0)
     stereo.push(audio)

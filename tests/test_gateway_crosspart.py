@@ -81,15 +81,18 @@ def test_overtones_that_mirror_the_bass_note_are_dropped_ringing_chord_tones_kep
     def note(s: float, p: int, length: float, v: float) -> audio_pb2.Note:
         return audio_pb2.Note(pitch=p, start=s, end=s + length, velocity=v)
 
-    bass = audio_pb2.NoteBatch(part="bass", final_until=5.0, notes=[
-        note(1.0, 40, 0.25, 0.8), note(2.0, 40, 0.25, 0.8), note(3.0, 40, 0.25, 0.6), note(4.0, 40, 0.25, 0.8)])
-    guitar = audio_pb2.NoteBatch(part="guitar", final_until=5.0, notes=[
-        note(1.01, 59, 0.27, 0.6),   # a twelfth above, quieter, as long: the bass's overtone
+    bass = audio_pb2.NoteBatch(part="bass", final_until=7.0, notes=[
+        note(t, 40, 0.25, 0.6 if t == 3.0 else 0.8) for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)])
+    guitar = audio_pb2.NoteBatch(part="guitar", final_until=7.0, notes=[
+        note(1.01, 59, 0.27, 0.6),   # a twelfth above, quieter, as long: kept (the twelfth
+                                     # rule dropped more of the guitar's notes than overtones)
         note(2.02, 52, 0.22, 0.6),   # an octave above, quieter, as long (but over 0.5): overtone
-        note(3.00, 59, 0.25, 0.7),   # a twelfth above but louder than the bass: the guitar's
+        note(3.00, 59, 0.25, 0.7),   # a twelfth above, louder than the bass: the guitar's
         note(4.00, 52, 1.50, 0.6),   # an octave above but ringing on: a chord tone
+        note(5.00, 40, 0.30, 0.7),   # the bass's pitch, quieter, as long: its echo
+        note(6.00, 40, 1.00, 0.7),   # the bass's pitch, ringing four times as long: a string
     ])
     f = BleedFilter({"guitar": "guitar", "bass": "bass"})
     out = f.add("bass", bass) + f.add("guitar", guitar) + f.end("bass") + f.end("guitar")
-    assert released(out, "guitar") == [(3.0, 59), (4.0, 52)]
+    assert released(out, "guitar") == [(1.01, 59), (3.0, 59), (4.0, 52), (6.0, 40)]
     assert f.dropped == {"guitar": 2}

@@ -12,6 +12,11 @@ best explains them (a Viterbi search with a fixed look-ahead):
   inferred onset at its start: a note struck there, not one sustained into it);
 * **partials**: a candidate with a comparably strong candidate a harmonic interval below
   it (12, 19, 24 semitones) in the same event is taken for that note's overtone;
+* **chord roots**: a candidate with a comparably strong candidate a fifth above it in the
+  same event is a chord's root (a guitar's power chord in the stem: a bass's own partials
+  never put a note a fifth above it, only a twelfth), so it costs `chord_cost`, and the
+  notes above it are not taken for its overtones. A bass line pitched above the
+  guitar's power chords otherwise lost to their roots (an octave below its notes);
 * **continuity and register**: moving from the previous note of the line costs in
   proportion to the leap beyond `free_leap` semitones, and an exact octave leap costs
   `octave_cost` more: a line stays in its register, so the keys' left hand an octave
@@ -36,6 +41,7 @@ from dataclasses import dataclass, replace
 from transcriber_svc.decoder import RawNote
 
 HARMONIC_BELOW = (12, 19, 24)
+CHORD_FIFTH = 7      # semitones from a chord's root to its fifth (no partial of the root)
 MIN_DURATION = 0.01
 
 
@@ -55,6 +61,7 @@ class LineSettings:
     sounding_skip_cost: float = 1.5  # ... while the line's note sounds under the event's notes
     lookahead: float = 2.0           # seconds of later events seen before deciding
     beam: int = 12
+    chord_cost: float = 2.0          # a candidate with another a fifth above it: a chord's root (0 = off)
 
 
 @dataclass
@@ -121,12 +128,18 @@ class BassLine:
     def _emissions(self, event: list[RawNote]) -> list[float]:
         s = self.s
         strengths = [self._strength(n) for n in event]
+        roots = {n.pitch for n, sn in zip(event, strengths, strict=True)
+                 if any(o.pitch - n.pitch == CHORD_FIFTH and so >= s.overtone_ratio * sn
+                        for o, so in zip(event, strengths, strict=True))} if s.chord_cost > 0 else set()
         out = []
         for n, strength in zip(event, strengths, strict=True):
             score = math.log(strength)
             if any((n.pitch - o.pitch) in HARMONIC_BELOW and so >= s.overtone_ratio * strength
+                   and o.pitch not in roots
                    for o, so in zip(event, strengths, strict=True)):
                 score -= s.overtone_cost
+            if n.pitch in roots:
+                score -= s.chord_cost
             out.append(score)
         return out
 

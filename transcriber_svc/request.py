@@ -15,6 +15,13 @@ from transcriber_svc.postprocess import PostSettings
 
 DEFAULT_ONSET_THRESHOLD = 0.5
 DEFAULT_FRAME_THRESHOLD = 0.3
+# A guitar heard in a stem it shares with other instruments (the DSP fallback's, a 4-stem
+# model's "other") sounds quieter there than alone, and its notes' activation falls
+# under 0.3 sooner: a lower frame threshold keeps a decaying chord's notes whole instead
+# of cut into fragments (measured on bench/family_accuracy.py's dev songs, guitar F1:
+# gbd +0.02, chords +0.01, band +0.01, acoustic -0.00; bench/chain_accuracy.py's
+# synthesised mixes within 0.003).
+SHARED_GUITAR_FRAME_THRESHOLD = 0.2
 DEFAULT_MIN_NOTE_MS = 127.70
 MIN_NOTE_MS_RANGE = (12.0, 5000.0)   # under one model frame (11.6 ms) no note survives
 
@@ -30,6 +37,11 @@ class StreamSettings:
     post: PostSettings
     song_id: str = ""
     early: EarlyRelease | None = None
+
+
+def default_frame_threshold(instrument: str, isolated: bool) -> float:
+    """The frame threshold a stream gets when its config sends 0."""
+    return SHARED_GUITAR_FRAME_THRESHOLD if instrument == "guitar" and not isolated else DEFAULT_FRAME_THRESHOLD
 
 
 def _threshold(value: float, default: float, name: str) -> float:
@@ -65,7 +77,7 @@ def parse_config(
         )
     tuning = tunings.from_proto(cfg.tuning if cfg.HasField("tuning") else None, instrument)
     onset = _threshold(cfg.onset_threshold, DEFAULT_ONSET_THRESHOLD, "onset_threshold")
-    frame = _threshold(cfg.frame_threshold, DEFAULT_FRAME_THRESHOLD, "frame_threshold")
+    frame = _threshold(cfg.frame_threshold, default_frame_threshold(instrument, cfg.isolated_stem), "frame_threshold")
     min_ms = float(cfg.min_note_ms) or DEFAULT_MIN_NOTE_MS
     lo, hi = MIN_NOTE_MS_RANGE
     if not math.isfinite(min_ms) or not lo <= min_ms <= hi:

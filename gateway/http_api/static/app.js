@@ -173,6 +173,15 @@ function onPart(data) {
   drawPart(part);
 }
 
+// Another gateway took the job over (or this one restarted it): the song runs again from
+// its start, so what the earlier attempt drew is dropped rather than doubled.
+function onRestart(data) {
+  current.parts = {};
+  $("live-tab").innerHTML = "";
+  $("stages").innerHTML = "";
+  showWarnings([`Restarted (attempt ${data.attempt}): ${data.reason}`]);
+}
+
 function onNotes(data) {
   const part = partBox(data.part);
   part.notes.push(...data.notes);
@@ -298,6 +307,7 @@ function openJob(job) {
   source.addEventListener("progress", parse(onProgress));
   source.addEventListener("part", parse(onPart));
   source.addEventListener("notes", parse(onNotes));
+  source.addEventListener("restart", parse(onRestart));
   for (const kind of ["done", "failed", "cancelled"]) {
     source.addEventListener(kind, parse((d) => onEnd(kind, d)));
   }
