@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_demucs_cpu.py                     # quick: htdemucs_6s, 15 s clip
     .venv/bin/python bench/bench_demucs_cpu.py --long              # every bag and change, 30 s, int8 too
     .venv/bin/python bench/bench_demucs_cpu.py --bags htdemucs_ft --seconds 20 --rounds 3
+    .venv/bin/python bench/bench_demucs_cpu.py --song             # a song's length (120 s): today,
+                                                                  # new default, bf16 transformer
 
 Each bag is a full-size random-weight HTDemucs (the released htdemucs's architecture
 and 7.8 s segment, `separator_svc.tiny.FULL_KWARGS`; htdemucs_ft: four of them, each
@@ -26,6 +28,10 @@ best wall time against today's, and the SDR of its stems against today's (dB, th
 smallest over the stems). Lossy ones also get an SDR on one segment of a "hard" copy of
 the model whose LayerScale factors are 1 instead of the random initialisation's 1e-4, so
 that the transformer's contribution is as large as in a trained model.
+
+A 15 s clip is three segments, the last one alone on the machine, so the quick run
+understates what segments in flight give a whole song; `--song` measures that, in a
+section of its own.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -185,14 +192,23 @@ def forward_cpu(bag: Any, clip: np.ndarray, reps: int = 3) -> dict[str, float]:
     return best
 
 
-def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool) -> tuple[list[Config], dict[str, Any]]:
-    """Every configuration on one bag, `rounds` times, alternating."""
+# The configurations of a song-length run (--song): the lossless set and the lossy one
+# worth trying first, against today.
+SONG_CONFIGS = ("today", "all lossless", "new default + bf16 cross-transformer")
+
+
+def run_bag(name: str, clip: np.ndarray, rounds: int, int8: bool, each: bool,
+            only: Sequence[str] | None = None) -> tuple[list[Config], dict[str, Any]]:
+    """Every configuration on one bag (or those whose names start with one of `only`),
+    `rounds` times, alternating."""
     from separator_svc.model import DemucsModel
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     bag = build_bag(name)
     qbag = quantised(bag) if int8 else None
     plan = configs(cores, int8, each)
+    if only is not None:
+        plan = [c for c in plan if c.name.startswith(tuple(only))]
     models = {c.name: DemucsModel(qbag if c.int8 else bag, name, "memory", "cpu", accel=c.accel) for c in plan}
     try:
         # First passes run slower (allocator, oneDNN kernels, each configuration's pruned
@@ -282,25 +298,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0, help="rounds (default 2, 3 with --long)")
     parser.add_argument("--int8", action="store_true", help="also torch's dynamic int8 Linear quantisation")
     parser.add_argument("--each", action="store_true", help="also each lossless change alone (on with --long)")
+    parser.add_argument("--song", action="store_true",
+                        help="a song's length (120 s unless --seconds): today, the new default and the "
+                             "bf16 cross-transformer only, in a section of its own")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/PERFORMANCE.md")
     args = parser.parse_args(argv)
     bags = [b for b in args.bags.split(",") if b] or (
         ["htdemucs", "htdemucs_6s", "htdemucs_ft"] if args.long else ["htdemucs_6s"])
-    seconds = args.seconds or (30.0 if args.long else 15.0)
+    seconds = args.seconds or (120.0 if args.song else 30.0 if args.long else 15.0)
     rounds = args.rounds or (3 if args.long else 2)
     info = machine()
     print(f"Demucs CPU benchmark: {machine_line(info)}", flush=True)
-    clip = read_wav(song(30.0))[: int(seconds * 44_100)]
+    clip = read_wav(song(max(30.0, seconds)))[: int(seconds * 44_100)]
     results = {}
     for bag in bags:
-        results[bag] = run_bag(bag, clip, rounds, args.int8 or args.long, args.each or args.long)
+        results[bag] = run_bag(bag, clip, rounds, args.int8 or args.long, args.each or args.long,
+                               only=SONG_CONFIGS if args.song else None)
     text, summary = report(results, seconds, rounds, info)
+    if args.song:
+        text = text.replace("### 6. Demucs on the CPU:", "### 6. Demucs on the CPU, a song's length:", 1)
     print(text)
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1, default=str))
     if not args.no_write:
-        write_section("demucs-cpu", text, long=args.long)
+        write_section("demucs-cpu-song" if args.song else "demucs-cpu", text, long=args.long and not args.song)
     return 0
 
 
