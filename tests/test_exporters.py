@@ -93,6 +93,27 @@ E|-----------|
     assert [n.start for n in part.notes] == [0.0, 0.5, 1.0, 1.5]
 
 
+def test_a_long_mark_overflows_into_empty_steps_instead_of_widening_the_tab() -> None:
+    # One bend with vibrato ("12b14~") among sixteenths: the steps stay three characters
+    # (two-digit frets), the mark runs on into the empty steps of its string, and the
+    # tab reads back note for note. A mark with no room before the next note on its
+    # string widens the steps just enough.
+    guitar = tunings.standard("guitar")
+    notes = [Note(64 + k % 3, k * STEP, (k + 1) * STEP, string=5, fret=k % 3) for k in range(8)]
+    bend = Note(71, 8 * STEP, 12 * STEP, string=4, fret=12, technique="bend,vibrato", pitch_bend=[0.0, 2.0])
+    notes += [bend, Note(59, 9 * STEP, 10 * STEP, string=3, fret=4), Note(72, 12 * STEP, 13 * STEP, string=4, fret=13)]
+    text = write_ascii_tab({"lead": (guitar, notes)}, Rhythm.constant(TEMPO, 4.0))
+    assert "3 characters per step" in text and "12b14~-" in text
+    (read,) = parse_ascii_tab(text)
+    key = lambda n: (round(n.start / STEP), n.string)  # noqa: E731
+    assert [(key(n), n.fret) for n in sorted(read.notes, key=key)] == [(key(n), n.fret) for n in sorted(notes, key=key)]
+    assert "bend" in next(n for n in read.notes if n.fret == 12).techniques
+    crowded = [bend, Note(72, 9 * STEP, 10 * STEP, string=4, fret=13)]
+    text = write_ascii_tab({"lead": (guitar, crowded)}, Rhythm.constant(TEMPO, 4.0))
+    assert "7 characters per step" in text
+    assert [n.fret for n in parse_ascii_tab(text)[0].notes] == [12, 13]
+
+
 def test_gp5_round_trip(tmp_path: Path) -> None:
     parts = _parts()
     path = tmp_path / "tab.gp5"

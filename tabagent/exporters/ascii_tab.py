@@ -1,21 +1,25 @@
 """ASCII tablature laid out in bars like a tab site, and a parser that reads it back.
 
-    Tab Agent - guitar (standard: E2 A2 D3 G3 B3 E4), capo 0
-    Tempo 100 BPM, 4/4, one step = 1/8 note, 2 characters per step
+    Tab Agent - guitar (guitar, standard: E2 A2 D3 G3 B3 E4), capo 0
+    Tempo 100 BPM, 4/4, one step = 1/8 note, 3 characters per step
 
-       1                 2
-    E4|0-------0-----3---|0---2h3-----------|
-    B3|--1-------1-------|--------3b--------|
+       1                        2
+    E4|0-----------0-----3-----|0-----2--h3-------------|
+    B3|---1-----------1--------|------3b5---------------|
+    G3|------------------------|------------2-----------|
     ...
 
 Every string line starts with its open note and a bar line; one step (a grid position)
-is a fixed number of characters, so a note's onset is its column. Marks: `h` hammer-on,
-`p` pull-off, `/` `\\` slide up/down (before the fret), `b` bend (after, with the fret the
+is a fixed number of characters, so a note's onset is its column: two per step, three
+where a two-digit fret or a mark occurs, and a longer token runs on into the empty steps
+after it rather than widening every step (`_step_chars`). Marks: `h` hammer-on, `p`
+pull-off, `/` `\\` slide up/down (before the fret), `b` bend (after, with the fret the
 bend sounds like: `7b9` is a full bend; a quarter-step bend is a bare `b`), `~` vibrato.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import re
@@ -92,12 +96,35 @@ def render(
     return out.getvalue()
 
 
+def _step_chars(cells: dict[tuple[int, int], str], bars: Sequence) -> int:
+    """Characters per step: two, or three where a token has two characters or more (a
+    two-digit fret, a marked fret), and more only where a long token (a bend, a slide
+    into a fret) would otherwise run into the next note on its string or the bar line:
+    a long token runs on into the empty steps after it, as on tab sites, instead of
+    widening every step of the part."""
+    width = 3 if any(len(t) > 1 for t in cells.values()) else 2
+    ends = sorted(bar.start_step + bar.steps for bar in bars)
+    by_string: dict[int, list[tuple[int, str]]] = {}
+    for (string, step), token in cells.items():
+        by_string.setdefault(string, []).append((step, token))
+    for tokens in by_string.values():
+        tokens.sort()
+        for i, (step, token) in enumerate(tokens):
+            k = bisect.bisect_right(ends, step)
+            limit = ends[k] if k < len(ends) else step + 1
+            if i + 1 < len(tokens):
+                limit = min(limit, tokens[i + 1][0])
+            room = max(limit - step, 1)
+            width = max(width, -(-(len(token) + 1) // room))
+    return width
+
+
 def _render_part(out: io.StringIO, name: str, tuning: Tuning, notes: list[Note], grid: Grid, bars, title: str, width: int) -> None:
     sources = legato_source(notes)
     cells: dict[tuple[int, int], str] = {}
     for a, _, note in note_steps(notes, grid):
         cells[(note.string, a)] = _token(note, sources.get(id(note)))
-    step_chars = max((len(t) for t in cells.values()), default=1) + 1
+    step_chars = _step_chars(cells, bars)
     names = [midi_to_note_name(p) for p in tuning.strings]
     label = max(len(n) for n in names)
     tuning_name = tuning.name or "custom"
