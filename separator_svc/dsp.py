@@ -85,18 +85,6 @@ class DspParams:
     bass_share: float = 1.0       # scale of that expectation (more: bass takes more)
     bass_width: float = 1.6       # bins either side of each harmonic
     bass_confidence: float = 0.5  # fundamental / strongest low peak for full trust
-    # The guitar's attacks (a strum, a pick) fall into the percussive part, which goes to
-    # the drums; where the mix has drums the guitar stem gets this share of the
-    # percussive mask in its band back, so its notes keep their onsets. The drums are
-    # judged by the percussive share of the guitar band's energy over the last
-    # `drums_frames` frames (an exponential average): none below `drums_share_lo`,
-    # the full share from `drums_share_hi`. A solo guitar's own pick noise stays under
-    # the low mark (its strums would otherwise turn into extra notes).
-    guitar_attack: float = 0.15
-    drums_share_lo: float = 0.10
-    drums_share_hi: float = 0.14
-    drums_frames: float = 215.0   # about 5 s at hop 1024, 44.1 kHz
-    drums_after: int = 86         # frames heard before any share is given (about 2 s)
 
 
 # The bass stem's STFT (see MultiResolutionDspStream), with its crossover at 250-400 Hz:
@@ -199,10 +187,6 @@ class DspStream(StemStream):
         else:
             self._low = _ramp_down(freqs, params.bass_lo, params.bass_hi)
         self._mid = _ramp_down(freqs, params.guitar_hi_lo, params.guitar_hi_hi)
-        # The guitar band's bins, over which the drums' share of the energy is averaged,
-        # and that average (percussive, total, frames seen) carried from frame to frame.
-        self._guitar_bins = int(np.searchsorted(freqs, params.guitar_hi_hi, side="right")) + 1
-        self._energy = (0.0, 0.0, 0)
         # Input not yet framed; the song is preceded by n_fft - hop zeros so every
         # sample from 0 on is covered by four frames.
         self._in = np.zeros((self.channels, n_fft - hop), np.float32)
@@ -337,27 +321,6 @@ class DspStream(StemStream):
         self._emitted += n
         return blocks
 
-    def _attack_share(self, harm: np.ndarray, perc: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
-        """Per frame, the share of the percussive mask the guitar stem gets back
-        (`DspParams.guitar_attack`, scaled by how much of the guitar band's energy has
-        been percussive over the last seconds: drums, not a solo guitar's pick)."""
-        n = min(self._guitar_bins, harm.shape[1])
-        energy = harm[:, :n].astype(np.float64) ** 2 + perc[:, :n].astype(np.float64) ** 2
-        percussive = (p_mask[:, :n] * energy).sum(axis=1)
-        total = energy.sum(axis=1)
-        rate = 1.0 / self.p.drums_frames
-        avg_p, avg_t, seen = self._energy
-        shares = np.empty(len(total))
-        for i in range(len(total)):
-            avg_p += rate * (percussive[i] - avg_p)
-            avg_t += rate * (total[i] - avg_t)
-            seen += 1
-            # The first frames say little (a solo guitar's first strum is mostly attack).
-            shares[i] = avg_p / avg_t if avg_t > 0 and seen > self.p.drums_after else 0.0
-        self._energy = (avg_p, avg_t, seen)
-        lo, hi = self.p.drums_share_lo, self.p.drums_share_hi
-        return (self.p.guitar_attack * np.clip((shares - lo) / (hi - lo), 0.0, 1.0)).astype(np.float32)
-
     def _masks(self, harm: np.ndarray, perc: np.ndarray) -> np.ndarray:
         p = self.p.power
         hp, pp = harm.astype(np.float64) ** p, perc.astype(np.float64) ** p
@@ -371,13 +334,8 @@ class DspStream(StemStream):
         upper = h_mask * (1.0 - bassness)
         guitar = upper * self._mid[:active] if self._split_guitar else np.zeros_like(upper)
         other = upper - guitar
-        attack = np.zeros_like(p_mask)
-        if self._split_guitar and self.p.guitar_attack > 0:
-            share = self._attack_share(harm, perc, p_mask)
-            attack = share[:, None] * p_mask * self._mid[:active]
-            guitar = guitar + attack
         by_name = {
-            "drums": p_mask - attack,
+            "drums": p_mask,
             "bass": bass,
             "other": other,
             "guitar": guitar,

@@ -7,7 +7,7 @@ import pytest
 from separator_fixtures import RATE, noise_song
 
 from evalkit.examples import Song
-from separator_svc.dsp import DspModel, DspParams, DspStream, MultiResolutionDspStream
+from separator_svc.dsp import DspModel, DspStream, MultiResolutionDspStream
 
 PANS = {"guitar": -0.3, "bass": 0.0, "drums": 0.1}  # evalkit.examples.make_song's mix
 
@@ -86,32 +86,11 @@ def test_block_size_does_not_change_the_result() -> None:
 
 
 def test_other_takes_the_upper_harmonics_when_guitar_is_not_asked() -> None:
-    # Without a guitar stem its harmonic share is other's and its share of the attacks
-    # the drums' (DspParams.guitar_attack).
     mix = noise_song(2 * RATE, seed=22)
-    with_guitar = run(DspModel().open_stream(["guitar", "other", "bass", "drums"]), mix, RATE)
-    without = run(DspModel().open_stream(["other", "bass", "drums"]), mix, RATE)
+    with_guitar = run(DspModel().open_stream(["guitar", "other", "bass"]), mix, RATE)
+    without = run(DspModel().open_stream(["other", "bass"]), mix, RATE)
     np.testing.assert_allclose(without["bass"], with_guitar["bass"], atol=1e-6)
-    np.testing.assert_allclose(without["other"] + without["drums"],
-                               with_guitar["guitar"] + with_guitar["other"] + with_guitar["drums"], atol=1e-6)
-    no_attack = run(DspModel(DspParams(guitar_attack=0.0)).open_stream(["guitar", "other", "bass", "drums"]), mix, RATE)
-    np.testing.assert_allclose(without["other"], no_attack["guitar"] + no_attack["other"], atol=1e-6)
-
-
-def test_the_guitar_keeps_its_attacks_where_the_mix_has_drums(song: Song) -> None:
-    # With drums in the mix the guitar stem gets a share of the percussive part back (its
-    # strums and picking), taken from the drums; a guitar alone gets none of its own pick
-    # noise (it would turn into extra notes).
-    stems = ["guitar", "drums"]
-    full = run(DspStream(stems), song.mix, RATE)
-    plain = run(DspStream(stems, DspParams(guitar_attack=0.0)), song.mix, RATE)
-    moved = full["guitar"] - plain["guitar"]
-    np.testing.assert_allclose(moved, plain["drums"] - full["drums"], atol=1e-5)
-    assert (moved**2).sum() > 0.002 * (plain["guitar"] ** 2).sum()  # measured 0.0034
-    alone = song.stems["guitar"][:, None].repeat(2, axis=1).astype(np.float32)
-    solo = run(DspStream(stems), alone, RATE)
-    solo_plain = run(DspStream(stems, DspParams(guitar_attack=0.0)), alone, RATE)
-    np.testing.assert_allclose(solo["guitar"], solo_plain["guitar"], atol=1e-6)
+    np.testing.assert_allclose(without["other"], with_guitar["guitar"] + with_guitar["other"], atol=1e-6)
 
 
 def test_memory_and_latency_are_bounded() -> None:
