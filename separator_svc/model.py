@@ -30,16 +30,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from separator_svc.accel import Acceleration, ThreadBudget, apply_process_settings
-from separator_svc.base import MODEL_CHANNELS, MODEL_RATE, ModelInfo, SeparatorModel, StemStream
+from separator_svc.accel_settings import Acceleration
+from separator_svc.base import SeparatorModel
 from separator_svc.config import default_hub_cache
 from separator_svc.fetch import (
     FetchConfig,
@@ -49,9 +45,10 @@ from separator_svc.fetch import (
     WeightCache,
     load_bag,
 )
-from separator_svc.runner import BatchingSegmentRunner, SegmentRunner
-from separator_svc.streaming import StreamingSeparator
-from tabagent.errors import BadConfig, ModelError
+from tabagent.errors import BadConfig
+
+if TYPE_CHECKING:
+    from separator_svc.demucs_model import DemucsModel
 
 log = logging.getLogger(__name__)
 
@@ -62,140 +59,26 @@ PREFERRED_MODELS = ("htdemucs_6s", "htdemucs", "htdemucs_ft")
 KNOWN_MODELS = (AUTO, *PREFERRED_MODELS, "dsp")
 
 
+def __getattr__(name: str) -> Any:
+    """`DemucsModel` from `separator_svc.demucs_model`, imported (with torch) when asked for."""
+    if name == "DemucsModel":
+        from separator_svc.demucs_model import DemucsModel
+
+        return DemucsModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def resolve_device(device: str = "auto") -> str:
     """Map "auto" to "cuda" when a GPU is visible, else "cpu"; other values pass through."""
+    if device == "cpu":
+        return device
+    import torch
+
     if device in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadConfig(f"device {device!r} requested but no CUDA device is available")
     return device
-
-
-class DemucsModel(SeparatorModel):
-    """A warm HTDemucs bag that separates songs as exact streams.
-
-    Args:
-        bag: a demucs BagOfModels (every model an HTDemucs of the same segment).
-        name: the model name it was loaded as.
-        origin: where the weights came from (for logs and the info message).
-        device: torch device the models run on.
-        max_batch: >1 batches segments of concurrent streams into one forward pass.
-        max_wait: longest a segment waits for others to batch with (seconds).
-        accel: threads, pipelining, attention kernel, pruning, precision (see
-            separator_svc.accel; default: the lossless fast settings).
-    """
-
-    def __init__(
-        self,
-        bag: Any,
-        name: str,
-        origin: str,
-        device: str = "cpu",
-        max_batch: int = 1,
-        max_wait: float = 0.01,
-        accel: Acceleration | None = None,
-    ) -> None:
-        from demucs.htdemucs import HTDemucs
-
-        models = list(bag.models)
-        for model in models:
-            if not isinstance(model, HTDemucs):
-                raise ModelError(
-                    f"{name}: streaming supports HTDemucs bags, found {type(model).__name__}"
-                )
-            if model.samplerate != MODEL_RATE or model.audio_channels != MODEL_CHANNELS:
-                raise ModelError(f"{name}: expected 44.1 kHz stereo models")
-        lengths = {int(m.samplerate * m.segment) for m in models}
-        if len(lengths) != 1:
-            raise ModelError(f"{name}: the bag mixes segment lengths {sorted(lengths)}")
-        self.bag = bag
-        self.device = device
-        self.segment_length = lengths.pop()
-        self.segment_seconds = self.segment_length / MODEL_RATE
-        self.sources = tuple(bag.sources)
-        self.weights = [list(map(float, w)) for w in bag.weights]
-        self.aliases = {"guitar": "other"} if "guitar" not in self.sources else {}
-        self.accel = (accel or Acceleration()).resolved(device)
-        apply_process_settings(self.accel, device)
-        message = f"loaded from {origin}"
-        if self.aliases:
-            message += "; a 'guitar' stem is served from the 'other' source"
-        message += f"; {self.accel.describe()}"
-        if self.accel.lossy:
-            message += " (reduced precision: stems differ from fp32)"
-        sigs = ",".join(getattr(m, "_sig", "") for m in models if getattr(m, "_sig", ""))
-        self.info = ModelInfo(
-            name=name,
-            version=f"demucs-{_demucs_version()}" + (f":{sigs}" if sigs else ""),
-            backend="torch",
-            device=str(torch.device(device)) if device != "cuda" else "cuda:0",
-            fallback=False,
-            message=message,
-            sample_rate=MODEL_RATE,
-        )
-        self.runners: list[SegmentRunner] = []
-        # Every CPU thread of the model, shared by whichever passes run at the moment.
-        budget = None if self.accel.workers == 1 else ThreadBudget(self.accel.workers * self.accel.threads)
-        for model in models:
-            model.to(device).eval()
-            if max_batch > 1:
-                self.runners.append(
-                    BatchingSegmentRunner(model, device, max_batch, max_wait, accel=self.accel)
-                )
-            else:
-                self.runners.append(SegmentRunner(model, device, accel=self.accel, concurrency=self.accel.workers,
-                                                  budget=budget))
-        # Segments in flight run their forward passes here; enough threads for a batch
-        # to fill from several streams' segments.
-        self._pool: ThreadPoolExecutor | None = None
-        if self.accel.workers > 1:
-            self._pool = ThreadPoolExecutor(max(self.accel.workers, max_batch), thread_name_prefix="segment")
-
-    def open_stream(
-        self,
-        stems: Sequence[str],
-        overlap: float = 0.25,
-        in_rate: int = MODEL_RATE,
-        in_channels: int = MODEL_CHANNELS,
-    ) -> StemStream:
-        """Start an exact streaming separation (see separator_svc.streaming)."""
-        return StreamingSeparator(
-            self.runners,
-            self.weights,
-            self.sources,
-            self.stems_for(stems),
-            self.segment_length,
-            overlap=overlap,
-            aliases=self.aliases,
-            in_rate=in_rate,
-            in_channels=in_channels,
-            executor=self._pool,
-            depth=self.accel.workers,
-        )
-
-    def warm_up(self) -> None:
-        """One forward pass per model on a segment of quiet noise."""
-        rng = np.random.default_rng(0)
-        noise = rng.standard_normal((MODEL_CHANNELS, self.segment_length)).astype(np.float32)
-        segment = torch.from_numpy(noise * 0.01)
-        for runner in self.runners:
-            runner.run(segment)
-
-    def close(self) -> None:
-        """Stop batching threads and the segment workers."""
-        for runner in self.runners:
-            runner.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-
-def _demucs_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("demucs")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _tag_signatures(bag: Any, signatures: Sequence[str]) -> None:
@@ -205,6 +88,10 @@ def _tag_signatures(bag: Any, signatures: Sequence[str]) -> None:
 
 def _load_from_dir(name: str, model_dir: Path) -> Any:
     """Load `name` from a demucs local repo folder with demucs's own loader."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} is not a directory")
+    if not any(model_dir.glob("*.yaml")) and not any(model_dir.glob("*.th")):
+        raise FileNotFoundError(f"no .yaml bag or .th package in {model_dir}")
     import yaml
     from demucs.apply import BagOfModels
     from demucs.pretrained import get_model
@@ -227,6 +114,8 @@ def _load_from_dir(name: str, model_dir: Path) -> Any:
 
 def _load_from_hub(name: str, cache_dir: Path) -> Any:
     """demucs.hf.get_hf_model, offline, from an explicit hub cache folder."""
+    if not any(cache_dir.glob("models--*emucs*")):  # adefossez/HTDemucs*, */Demucs-*
+        raise FileNotFoundError(f"no Demucs repository in the hub cache {cache_dir}")
     import yaml
     from demucs.apply import BagOfModels
     from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name, load_safetensors_model
@@ -294,7 +183,8 @@ def load_model(
     name = name or DEFAULT_MODEL
     if name == "dsp":
         return DspModel(name="dsp", fallback=False, message="DSP separator requested")
-    device = resolve_device(device)
+    if device.startswith("cuda"):
+        device = resolve_device(device)  # an unusable GPU is refused before anything loads
     cache = hub_cache if hub_cache is not None else default_hub_cache()
     weights = WeightCache(fetch or FetchConfig.from_env())
     candidates = PREFERRED_MODELS if name == AUTO else (name,)
@@ -309,8 +199,7 @@ def load_model(
         for origin, load in sources:
             bag = _attempt(candidate, origin, load, tried, missing)
             if bag is not None:
-                log.info("loaded %s from %s on %s", candidate, origin, device)
-                return DemucsModel(bag, candidate, origin, device, max_batch, max_wait, accel)
+                return _demucs(bag, candidate, origin, device, max_batch, max_wait, accel)
     target = candidates[0]
     origin = f"{weights.config.remote_url} (downloaded to {weights.folder})"
     if weights.config.offline:
@@ -319,8 +208,7 @@ def load_model(
         bag = _attempt(target, origin, lambda: load_bag(weights.ensure(target, progress or LogProgress())), tried,
                        missing)
         if bag is not None:
-            log.info("loaded %s from %s on %s", target, origin, device)
-            return DemucsModel(bag, target, origin, device, max_batch, max_wait, accel)
+            return _demucs(bag, target, origin, device, max_batch, max_wait, accel)
     wanted = f"{name!r} ({', '.join(candidates)})" if name == AUTO else repr(name)
     if missing:  # one mention per place, however many models were looked for there
         tried.insert(0, "not in " + ", ".join(dict.fromkeys(missing)))
@@ -332,6 +220,16 @@ def load_model(
     )
     log.warning("%s", message)
     return DspModel(name="dsp", fallback=True, message=message, requested=name)
+
+
+def _demucs(bag: Any, name: str, origin: str, device: str, max_batch: int, max_wait: float,
+            accel: Acceleration | None) -> DemucsModel:
+    """The warm-model wrapper of a loaded bag (torch comes in here, not before)."""
+    from separator_svc.demucs_model import DemucsModel
+
+    device = resolve_device(device)
+    log.info("loaded %s from %s on %s", name, origin, device)
+    return DemucsModel(bag, name, origin, device, max_batch, max_wait, accel)
 
 
 def _attempt(name: str, origin: str, load: Any, tried: list[str], missing: list[str]) -> Any:

@@ -56,3 +56,20 @@ def test_video_without_diffusion_weights_imports_no_hub(tmp_path: Path) -> None:
             "holder.warm_clip()\n"
             "assert holder.diffusion is None, holder.diffusion_message")
     assert loaded_after(code) == set()
+
+
+def test_separator_without_weights_imports_no_torch(tmp_path: Path) -> None:
+    # With no Demucs weights anywhere (and downloads off) the separator loads and warms
+    # its DSP fallback without torch or demucs: they come in only with a bag to load.
+    code = ("import asyncio\n"
+            "from pathlib import Path\n"
+            "from separator_svc.config import SeparatorConfig\n"
+            "from separator_svc.fetch import FetchConfig\n"
+            "from separator_svc.holder import ModelHolder\n"
+            "from tabagent.metrics import ServiceMetrics\n"
+            f"config = SeparatorConfig(hub_cache=Path({str(tmp_path / 'hub')!r}), "
+            f"fetch=FetchConfig(cache_dir=Path({str(tmp_path / 'torch')!r}), offline=True))\n"
+            "holder = ModelHolder.from_config(config)\n"
+            "info = asyncio.run(holder.warm(ServiceMetrics('separator')))\n"
+            "assert holder.models['auto'].info.fallback, info")
+    assert loaded_after(code) == set()
