@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from evalkit.examples import Song, make_song
+
+if TYPE_CHECKING:
+    from launcher.embedded import LocalChain
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 SHARED_DATA = Path(os.environ.get("TABAGENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="module")
+async def chain() -> AsyncIterator[LocalChain]:
+    """The embedded chain (separator, transcriber, video; no video rendering), one per
+    test module that asks for it."""
+    from launcher.embedded import LocalChain
+
+    async with LocalChain(video=False) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,6 @@ pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
 def batch_args(source: Path, out: Path, gateway: str, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     batch_cli.add_parser(parser.add_subparsers())

@@ -26,12 +26,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 async def client(chain: LocalChain):
     async with AsyncClient(chain.gateway_addr, retries=0) as c:
         yield c

@@ -40,12 +40,6 @@ LEASE = 6.0
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_audio(tmp_path_factory.mktemp("replicas") / "song.wav", make_song(4.0, seed=51).mix)
 

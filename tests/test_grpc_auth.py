@@ -27,12 +27,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-async def chain() -> AsyncIterator[LocalChain]:
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 async def gateway(chain: LocalChain, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     config = dataclasses.replace(
         GatewayConfig(), separator_addr=chain.addrs["separator"], transcriber_addr=chain.addrs["transcriber"],

@@ -28,12 +28,6 @@ CONTENT_TYPES = {"result.json": "application/json", "tab.txt": "text/plain", "no
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("http-songs")
     return {

@@ -24,12 +24,6 @@ KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_audio(tmp_path_factory.mktemp("safety") / "song.wav", make_song(3.0, seed=21).mix)
 

@@ -25,12 +25,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("users-songs")
     return {"a": write_audio(d / "a.wav", make_song(2.0, seed=61).mix),

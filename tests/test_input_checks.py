@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     empty = folder / "empty.wav"
     empty.write_bytes(b"")
     return {"long": long, "lying": lying, "empty": empty}
-
-
-@pytest.fixture(scope="module")
-async def chain() -> AsyncIterator[LocalChain]:
-    async with LocalChain(video=False) as c:
-        yield c
 
 
 def separate_calls(chain: LocalChain) -> float:

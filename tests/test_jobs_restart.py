@@ -28,12 +28,6 @@ KEY = "restart-key"
 
 
 @pytest.fixture(scope="module")
-async def chain():
-    async with LocalChain(video=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def songs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("restart-songs")
     return {"short": write_audio(d / "short.flac", make_song(3.0, seed=31).mix),
