@@ -16,14 +16,21 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixes import Mix, add_arguments, command_line, mean_lines, onset_f1, selected, write_section  # noqa: E402
+from mixes import (  # noqa: E402
+    add_arguments,
+    command_line,
+    mean_lines,
+    onset_f1,
+    run_chain,
+    selected,
+    write_section,
+)
 
 from evalkit import synth  # noqa: E402
 from evalkit.scoring import count_collisions  # noqa: E402
@@ -56,32 +63,12 @@ def raw_basic_pitch(audio: np.ndarray) -> list[Note]:
     return [Note(int(e[2]), float(e[0]), float(e[1]), float(e[3])) for e in events]
 
 
-async def run_chain(mixes: list[Mix]) -> dict[str, dict[str, list[Note]]]:
-    from launcher.embedded import LocalChain
-    from tabagent.client import AsyncClient, Notes, process_config
-
-    out: dict[str, dict[str, list[Note]]] = {}
-    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr) as client:
-        for mix in mixes:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{mix.name}.wav"
-                synth.write_wav(str(path), mix.audio)
-                parts: dict[str, list[Note]] = {"guitar": [], "bass": []}
-                t0 = time.monotonic()
-                async for event in client.process(path, process_config(filename=path.name), Path(tmp) / "out"):
-                    if isinstance(event, Notes):
-                        parts[event.part].extend(event.notes)
-                print(f"  {mix.name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
-                out[mix.name] = parts
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args()
     mixes = selected(args)
-    results = asyncio.run(run_chain(mixes))
+    results = asyncio.run(run_chain([(m.name, m.audio, None) for m in mixes]))
     rows: list[tuple[str, str, float, float]] = []
     lines = [f"{'mix':<28} {'part':<7} {'chain F1':>8} {'P':>5} {'R':>5} {'raw mix F1':>10} {'collisions':>10}"]
     for mix in mixes:

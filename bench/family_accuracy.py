@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import families as fam  # noqa: E402
+from mixes import run_chain as chain_run  # noqa: E402
 from mixes import write_section  # noqa: E402
 
 from evalkit import synth  # noqa: E402
@@ -116,25 +116,8 @@ def part_tuning(mix: fam.FamilyMix, part: str) -> tunings.Tuning:
 
 
 async def run_chain(mixes: Sequence[fam.FamilyMix]) -> dict[str, dict[str, list[Note]]]:
-    """Each mix through the embedded chain (a LocalChain, as `tabagent run` starts it)."""
-    from launcher.embedded import LocalChain
-    from tabagent.client import AsyncClient, Notes, process_config
-
-    out: dict[str, dict[str, list[Note]]] = {}
-    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr) as client:
-        for mix in mixes:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{mix.name}.wav"
-                synth.write_wav(str(path), mix.audio)
-                parts: dict[str, list[Note]] = {p: [] for p in PARTS}
-                t0 = time.monotonic()
-                config = process_config(filename=path.name, tuning={"guitar": mix.song.guitar_tuning})
-                async for event in client.process(path, config, Path(tmp) / "out"):
-                    if isinstance(event, Notes):
-                        parts[event.part].extend(event.notes)
-                print(f"  {mix.name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
-                out[mix.name] = parts
-    return out
+    """Each mix through the embedded chain, with its song's guitar tuning."""
+    return await chain_run([(m.name, m.audio, m.song.guitar_tuning) for m in mixes])
 
 
 def run_fast(mixes: Sequence[fam.FamilyMix]) -> dict[str, dict[str, list[Note]]]:

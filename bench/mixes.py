@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,31 @@ def soundfont_slakh(seconds: float = 30.0, starts: tuple[float, ...] = (10.0, 60
 def _as_midi(notes: list[Note]) -> list[tuple[int, float, float, int]]:
     """Notes read from MIDI (velocity / 127) back as (pitch, start, end, MIDI velocity)."""
     return [(n.pitch, n.start, n.end, int(round(n.velocity * 127))) for n in notes]
+
+
+async def run_chain(mixes: Sequence[tuple[str, np.ndarray, str | None]]) -> dict[str, dict[str, list[Note]]]:
+    """Each (name, stereo 44.1 kHz audio, guitar tuning name or None for the default)
+    through the embedded chain (a LocalChain, as `tabagent run` starts it): the notes it
+    sends per part, by mix name."""
+    from launcher.embedded import LocalChain
+    from tabagent.client import AsyncClient, Notes, process_config
+
+    out: dict[str, dict[str, list[Note]]] = {}
+    async with LocalChain(video=False) as chain, AsyncClient(chain.gateway_addr) as client:
+        for name, audio, guitar_tuning in mixes:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{name}.wav"
+                synth.write_wav(str(path), audio)
+                parts: dict[str, list[Note]] = {"guitar": [], "bass": []}
+                t0 = time.monotonic()
+                config = (process_config(filename=path.name, tuning={"guitar": guitar_tuning}) if guitar_tuning
+                          else process_config(filename=path.name))
+                async for event in client.process(path, config, Path(tmp) / "out"):
+                    if isinstance(event, Notes):
+                        parts[event.part].extend(event.notes)
+                print(f"  {name}: chain {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                out[name] = parts
+    return out
 
 
 def onset_f1(truth: list[Note], est: list[Note], tolerance: float = 0.05) -> tuple[float, float, float]:
