@@ -46,7 +46,7 @@ from evalkit.tabcorpus import HumanTrack  # noqa: E402
 from tabagent import fingering  # noqa: E402
 from tabagent.fingering import assign  # noqa: E402
 from tabagent.fingering_search import FEATURES, Context, Search, feature_weights  # noqa: E402
-from tabagent.fretboard import group_events, weights_for  # noqa: E402
+from tabagent.fretboard import Weights, group_events, weights_for  # noqa: E402
 from tabagent.notes import Note  # noqa: E402
 from tabagent.tuning import Tuning  # noqa: E402
 
@@ -166,20 +166,26 @@ def show(track: HumanTrack, count: int) -> str:
     return "\n".join(lines)
 
 
-def cost_gap(track: HumanTrack) -> tuple[np.ndarray, float]:
-    """Per cost term (`FEATURES`), the human's path minus the engine's, and the engine's total.
-
-    The human's path is the search held to the human's shapes (the hand position, which a
-    tab does not show, is the search's best for them).
-    """
+def _search_setup(track: HumanTrack) -> tuple[dict[int, tuple[int, int]], Weights, list, Search, Context, list]:
+    """The engine's search over a track's notes, ready to run: the human's (string, fret)
+    by id of each copied note, the weights, the events, the search, its start context and
+    the states of every event."""
     notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
     human = {id(n): (h.string, h.fret) for h, n in zip(track.notes, notes, strict=True)}
     weights = weights_for(track.tuning)
     playable, _ = fingering._split_range(notes, track.tuning)
     events, _ = fingering._events(playable, track.tuning, weights)
     search = Search(track.tuning, weights)
-    start = Context.start(len(track.tuning.strings))
-    layers = search.layers(events)
+    return human, weights, events, search, Context.start(len(track.tuning.strings)), search.layers(events)
+
+
+def cost_gap(track: HumanTrack) -> tuple[np.ndarray, float]:
+    """Per cost term (`FEATURES`), the human's path minus the engine's, and the engine's total.
+
+    The human's path is the search held to the human's shapes (the hand position, which a
+    tab does not show, is the search's best for them).
+    """
+    human, weights, events, search, start, layers = _search_setup(track)
     search.run(events, start, layers)
     free = search.path_features(events, start, layers, search.last_states)
     engine_cost = search.last_cost
@@ -200,14 +206,7 @@ def box_oracle(track: HumanTrack) -> tuple[int, int]:
     The hand may sit at any position from which the human's shape is playable; within it
     the search still picks string and fret. Returns (right when held, right when free).
     """
-    notes = [Note(n.pitch, n.start, n.end, n.velocity) for n in track.notes]
-    human = {id(n): (h.string, h.fret) for h, n in zip(track.notes, notes, strict=True)}
-    weights = weights_for(track.tuning)
-    playable, _ = fingering._split_range(notes, track.tuning)
-    events, _ = fingering._events(playable, track.tuning, weights)
-    search = Search(track.tuning, weights)
-    start = Context.start(len(track.tuning.strings))
-    layers = search.layers(events)
+    human, _, events, search, start, layers = _search_setup(track)
     held = []
     for event, layer in zip(events, layers, strict=True):
         want = [human[id(n)] for n in event.notes]
