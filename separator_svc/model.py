@@ -97,8 +97,6 @@ def _load_from_dir(name: str, model_dir: Path) -> Any:
     from demucs.pretrained import get_model
     from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo
 
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"{model_dir} is not a directory")
     repo = AnyModelRepo(LocalRepo(model_dir), BagOnlyRepo(model_dir, LocalRepo(model_dir)))
     if not repo.has_model(name):
         raise FileNotFoundError(f"neither {name}.yaml nor a {name}.th package in {model_dir}")
